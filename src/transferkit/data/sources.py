@@ -1,0 +1,137 @@
+"""Load examples from wherever they are: files, saved `datasets` folders, built-ins, the hub.
+
+Returns `Examples` per split, with the configured columns mapped to text/label and an origin per row
+(file and row) so that any later check can name the offending record.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+
+from transferkit.data.builtin import BUILTIN, load_builtin
+from transferkit.errors import DataError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt"}
+
+
+@dataclass
+class Examples:
+    """One split: parallel lists. `origin[i]` names where example i came from (for error messages)."""
+
+    texts: list[str]
+    labels: list[Any]
+    origin: list[str]
+    text_pairs: list[str] | None = None
+    name: str = "data"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: list[int], name: str | None = None) -> Examples:
+        return Examples(
+            texts=[self.texts[i] for i in idx],
+            labels=[self.labels[i] for i in idx],
+            origin=[self.origin[i] for i in idx],
+            text_pairs=[self.text_pairs[i] for i in idx] if self.text_pairs is not None else None,
+            name=name or self.name,
+        )
+
+
+def check_utf8(path: Path) -> None:
+    """Fail with the line number of the first byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}). "
+            "Re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`."
+        ) from None
+
+
+def read_file(path: str | Path) -> Dataset:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file '{p}' does not exist (working directory: {Path.cwd()}).")
+    if p.is_dir():
+        return read_saved(p)["train"]
+    fmt = FILE_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"{p}: unsupported file type '{p.suffix}'. Use .csv, .tsv, .jsonl or a saved `datasets` folder."
+        )
+    check_utf8(p)
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: the file is empty.")
+    try:
+        if fmt in ("csv", "tsv"):
+            # keep_default_na=False: an empty cell stays '' so the empty-text check can name its row.
+            return Dataset.from_csv(
+                str(p), sep="," if fmt == "csv" else "\t", keep_in_memory=True,
+                keep_default_na=False, dtype=str,
+            )
+        if fmt == "jsonl":
+            return Dataset.from_json(str(p), keep_in_memory=True)
+        lines = [ln for ln in p.read_text(encoding="utf-8").splitlines()]
+        return Dataset.from_dict({"text": lines})
+    except DataError:
+        raise
+    except Exception as e:  # the parsers raise many types; all mean "this file is malformed"
+        raise DataError(f"{p}: could not be parsed as {fmt}: {e}") from None
+
+
+def read_saved(path: Path) -> DatasetDict:
+    from datasets import load_from_disk
+
+    obj = load_from_disk(str(path))
+    return obj if isinstance(obj, DatasetDict) else DatasetDict({"train": obj})
+
+
+def read_source(source: str) -> DatasetDict:
+    """A built-in name, a file, a saved folder, or (for users online) a hub dataset name."""
+    if source in BUILTIN:
+        return DatasetDict({"train": load_builtin(source)})
+    p = Path(source)
+    if p.is_dir():
+        return read_saved(p)
+    if p.suffix.lower() in FILE_FORMATS or p.exists():
+        return DatasetDict({"train": read_file(p)})
+    if "/" not in source:
+        raise DataError(
+            f"data source '{source}' is neither a built-in dataset, a file, nor a hub name (owner/name)."
+            f"{did_you_mean(source, BUILTIN)} Built-ins: {', '.join(BUILTIN)}."
+        )
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(source)
+    except Exception as e:
+        raise DataError(f"could not load hub dataset '{source}' (are you online?): {e}") from None
+
+
+def to_examples(ds: Dataset, *, text_column: str, label_column: str | None, text_pair_column: str | None,
+                where: str, name: str) -> Examples:
+    cols = list(ds.column_names)
+    wanted = [("text_column", text_column), ("label_column", label_column), ("text_pair_column", text_pair_column)]
+    for key, col in wanted:
+        if col is not None and col not in cols:
+            raise DataError(
+                f"{where}: no column '{col}' (data -> {key}).{did_you_mean(col, cols)} "
+                f"Columns found: {', '.join(cols)}."
+            )
+    n = len(ds)
+    row_word = "line" if where.endswith((".jsonl", ".json", ".txt")) else "row"
+    origin = [f"{where} {row_word} {i + 1}" for i in range(n)]
+    texts = ["" if t is None else str(t) for t in ds[text_column]]
+    labels = list(ds[label_column]) if label_column else [None] * n
+    pairs = ["" if t is None else str(t) for t in ds[text_pair_column]] if text_pair_column else None
+    return Examples(texts=texts, labels=labels, origin=origin, text_pairs=pairs, name=name)

@@ -1,0 +1,115 @@
+"""Splitting and de-duplication: stratified, seeded train/validation/test; leakage between splits removed."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+
+from sklearn.model_selection import train_test_split
+
+from transferkit.data.sources import Examples
+
+log = logging.getLogger(__name__)
+
+
+def normalize(text: str) -> str:
+    """The key under which two texts count as duplicates: case, width and whitespace ignored."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+@dataclass
+class SplitReport:
+    sizes: dict[str, int] = field(default_factory=dict)
+    duplicates_within: int = 0
+    conflicting_labels: int = 0
+    leaked_removed: dict[str, int] = field(default_factory=dict)
+    fractions: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "sizes": self.sizes,
+            "duplicates_removed_within": self.duplicates_within,
+            "duplicates_with_conflicting_labels": self.conflicting_labels,
+            "leaked_removed": self.leaked_removed,
+            "split_fractions": self.fractions,
+        }
+
+
+def _key(ex: Examples, i: int) -> str:
+    pair = ex.text_pairs[i] if ex.text_pairs is not None else ""
+    return normalize(ex.texts[i]) + "\x00" + normalize(pair)
+
+
+def dedupe(ex: Examples) -> tuple[Examples, int, int]:
+    """Keep the first occurrence of each text. Returns (examples, removed, with conflicting labels)."""
+    first: dict[str, int] = {}
+    conflicts = 0
+    keep: list[int] = []
+    for i in range(len(ex)):
+        k = _key(ex, i)
+        if k in first:
+            if str(ex.labels[first[k]]) != str(ex.labels[i]):
+                conflicts += 1
+            continue
+        first[k] = i
+        keep.append(i)
+    return ex.subset(keep), len(ex) - len(keep), conflicts
+
+
+def remove_leakage(train: Examples, others: list[Examples]) -> dict[str, int]:
+    """Drop from each later split the texts already present in an earlier one (train first).
+    Mutates `others` in place; returns how many were removed per split."""
+    seen = {_key(train, i) for i in range(len(train))}
+    removed: dict[str, int] = {}
+    for k, ex in enumerate(others):
+        keep = [i for i in range(len(ex)) if _key(ex, i) not in seen]
+        removed[ex.name] = len(ex) - len(keep)
+        sub = ex.subset(keep)
+        others[k] = sub
+        seen |= {_key(sub, i) for i in range(len(sub))}
+    return removed
+
+
+def _strata(labels: list) -> list[str] | None:
+    """Stratify on the label (multilabel: on the sorted label set) when every class can be split."""
+    keys = [",".join(sorted(map(str, y))) if isinstance(y, list) else str(y) for y in labels]
+    counts = Counter(keys)
+    if min(counts.values()) < 2:
+        return None
+    return keys
+
+
+def stratified_split(ex: Examples, val: float, test: float, seed: int) -> tuple[Examples, Examples, Examples]:
+    idx = list(range(len(ex)))
+    strata = _strata(ex.labels)
+    if strata is None:
+        log.warning("some class has a single example: splitting without stratification")
+    rest, test_idx = train_test_split(idx, test_size=test, random_state=seed, stratify=strata)
+    strata_rest = [strata[i] for i in rest] if strata else None
+    if strata_rest and min(Counter(strata_rest).values()) < 2:
+        strata_rest = None
+    train_idx, val_idx = train_test_split(
+        rest, test_size=val / (1.0 - test), random_state=seed, stratify=strata_rest
+    )
+    return (
+        ex.subset(sorted(train_idx), "train"),
+        ex.subset(sorted(val_idx), "validation"),
+        ex.subset(sorted(test_idx), "test"),
+    )
+
+
+def stratified_sample(ex: Examples, n: int, seed: int) -> Examples:
+    if n >= len(ex):
+        return ex
+    strata = _strata(ex.labels)
+    keep, _ = train_test_split(list(range(len(ex))), train_size=n, random_state=seed, stratify=strata)
+    return ex.subset(sorted(keep))
+
+
+def split_off(ex: Examples, frac: float, seed: int) -> tuple[Examples, Examples]:
+    """Hold out a stratified fraction of `ex` (when only one of validation/test was given)."""
+    idx = list(range(len(ex)))
+    keep, held = train_test_split(idx, test_size=frac, random_state=seed, stratify=_strata(ex.labels))
+    return ex.subset(sorted(keep), "train"), ex.subset(sorted(held))

@@ -1,0 +1,1 @@
+"""Deployment: load a model folder and predict; export, quantize and serve build on this."""

@@ -1,0 +1,41 @@
+"""Errors a user can act on: what was wrong, the value received, what is allowed, how to fix it.
+
+Every error here maps to exit code 2 in the CLI and is raised before a run folder is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TransferkitError(Exception):
+    """Base class for errors caused by the user's input (config, data, paths)."""
+
+    exit_code = 2
+
+
+class ConfigError(TransferkitError):
+    """The run configuration is invalid. Holds every problem found, not just the first."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = [f"{len(problems)} problem(s) in the configuration{where}:"]
+        lines += [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+class DataError(TransferkitError):
+    """The data cannot be used as given (missing column, empty text, unknown label, bad encoding...)."""
+
+
+class ModelError(TransferkitError):
+    """The model cannot be loaded as given (path missing, unsupported architecture...)."""
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """A ' Did you mean 'x'?' suffix when a close match exists, else ''."""
+    matches = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" Did you mean '{matches[0]}'?" if matches else ""

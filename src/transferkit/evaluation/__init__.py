@@ -1,0 +1,1 @@
+"""Evaluation: inference over a split, metrics, reports, baselines."""

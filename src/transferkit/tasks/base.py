@@ -1,0 +1,64 @@
+"""The Task protocol: everything the one training loop, the evaluator and the predictor need to know
+about a task, and nothing else. A task is a small object, not a trainer subclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from transferkit.data.sources import Examples
+
+
+@dataclass
+class Encoded:
+    """A tokenized split: one feature dict per example (lists of ints), and its length in tokens."""
+
+    features: list[dict[str, Any]]
+    lengths: list[int]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+class Task(Protocol):
+    name: str
+    #: validation metric the loop reports and early stopping may watch; larger is better unless "loss"
+    primary_metric: str
+
+    def fit_labels(self, train: Examples) -> None:
+        """Learn what the task needs from training data (label set); check nothing else."""
+
+    def check(self, split: Examples) -> None:
+        """Raise DataError naming the record when a split cannot be used (e.g. unknown labels)."""
+
+    def encode(self, tokenizer: Any, split: Examples) -> Encoded: ...
+
+    def build_model(self, ref: str, *, init: str, size: str | None, dropout: float | None,
+                    tokenizer: Any) -> nn.Module: ...
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Pad a list of features into a batch of tensors; must include 'labels' when present."""
+
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Model outputs relevant to the task (e.g. logits)."""
+
+    def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Per-example scores (probabilities) from outputs, for metrics and prediction."""
+
+    def metrics(self, scores: Any, labels: Any) -> dict[str, Any]:
+        """Metrics from stacked scores and gold labels. Scalars at top level; tables nested."""
+
+    def gold(self, encoded: Encoded) -> Any:
+        """Gold labels of an encoded split, in the layout `metrics` expects."""
+
+    def decode(self, scores: Any) -> list[dict[str, Any]]:
+        """Human-readable predictions."""
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into task.json so that predict/serve rebuild the task without the config."""

@@ -1,0 +1,207 @@
+"""Text classification: binary, multiclass and multilabel; [CLS]/pooler or mean-pooled head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferkit.data.checks import check_known_labels
+from transferkit.data.sources import Examples
+from transferkit.errors import ConfigError
+from transferkit.tasks.base import Encoded
+
+
+@dataclass
+class ClassificationTask:
+    labels: list[str] = field(default_factory=list)
+    pooling: str = "cls"
+    multilabel: bool = False
+    label_separator: str = ","
+    max_length: int = 128
+    pad_token_id: int = 0
+    name: str = "text_classification"
+
+    @classmethod
+    def from_config(cls, cfg) -> ClassificationTask:
+        return cls(labels=list(cfg.task.labels or []), pooling=cfg.task.pooling, multilabel=cfg.task.multilabel,
+                   label_separator=cfg.task.label_separator, max_length=cfg.model.max_length)
+
+    @classmethod
+    def from_description(cls, d: dict[str, Any]) -> ClassificationTask:
+        return cls(labels=d["labels"], pooling=d["pooling"], multilabel=d["multilabel"],
+                   label_separator=d.get("label_separator", ","), max_length=d["max_length"],
+                   pad_token_id=d.get("pad_token_id", 0))
+
+    @property
+    def primary_metric(self) -> str:
+        return "micro_f1" if self.multilabel else "accuracy"
+
+    # ------------------------------------------------------------------ labels
+
+    def _split_labels(self, y: Any) -> list[str]:
+        if isinstance(y, list):
+            return [str(v).strip() for v in y]
+        return [v.strip() for v in str(y).split(self.label_separator) if v.strip()]
+
+    def normalize_labels(self, split: Examples) -> None:
+        """Labels as strings (multiclass) or lists of strings (multilabel), in place."""
+        if self.multilabel:
+            split.labels = [self._split_labels(y) for y in split.labels]
+        else:
+            split.labels = [str(y).strip() if not isinstance(y, str) else y.strip() for y in split.labels]
+
+    def fit_labels(self, train: Examples) -> None:
+        self.normalize_labels(train)
+        found = sorted({y for ys in train.labels for y in (ys if self.multilabel else [ys])})
+        if not self.labels:
+            self.labels = found
+        else:
+            check_known_labels(train, self.labels)
+        if len(self.labels) < 2:
+            raise ConfigError([f"task: classification needs at least 2 labels, the training data has {found}"])
+
+    def check(self, split: Examples) -> None:
+        self.normalize_labels(split)
+        check_known_labels(split, self.labels)
+
+    # ------------------------------------------------------------------ data
+
+    def encode(self, tokenizer: Any, split: Examples) -> Encoded:
+        self.pad_token_id = tokenizer.pad_token_id or 0
+        enc = tokenizer(split.texts, split.text_pairs, truncation=True, max_length=self.max_length,
+                        return_attention_mask=False, return_token_type_ids=split.text_pairs is not None)
+        index = {label: i for i, label in enumerate(self.labels)}
+        feats: list[dict[str, Any]] = []
+        for i, ids in enumerate(enc["input_ids"]):
+            f: dict[str, Any] = {"input_ids": ids}
+            if split.text_pairs is not None:
+                f["token_type_ids"] = enc["token_type_ids"][i]
+            y = split.labels[i]
+            if y is not None:
+                if self.multilabel:
+                    f["labels"] = [index[v] for v in y]
+                else:
+                    f["labels"] = index[y]
+            feats.append(f)
+        return Encoded(features=feats, lengths=[len(f["input_ids"]) for f in feats])
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        n, width = len(features), max(len(f["input_ids"]) for f in features)
+        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        types = torch.zeros((n, width), dtype=torch.long) if "token_type_ids" in features[0] else None
+        for i, f in enumerate(features):
+            k = len(f["input_ids"])
+            ids[i, :k] = torch.tensor(f["input_ids"])
+            mask[i, :k] = 1
+            if types is not None:
+                types[i, :k] = torch.tensor(f["token_type_ids"])
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if types is not None:
+            batch["token_type_ids"] = types
+        if "labels" in features[0]:
+            if self.multilabel:
+                y = torch.zeros((n, len(self.labels)))
+                for i, f in enumerate(features):
+                    y[i, f["labels"]] = 1.0
+                batch["labels"] = y
+            else:
+                batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        return batch
+
+    # ------------------------------------------------------------------ model
+
+    def build_model(self, ref: str, *, init: str, size: str | None, dropout: float | None,
+                    tokenizer: Any) -> nn.Module:
+        from transformers import AutoModelForSequenceClassification
+
+        from transferkit.modeling.heads import BertMeanPoolingForSequenceClassification
+        from transferkit.modeling.load import dropout_overrides, load_config, scratch_config
+
+        kw = dict(num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
+                  label2id={label: i for i, label in enumerate(self.labels)},
+                  problem_type="multi_label_classification" if self.multilabel else "single_label_classification",
+                  **dropout_overrides(dropout))
+        if init == "scratch":
+            config = scratch_config(ref, size, len(tokenizer), **kw)
+        else:
+            config = load_config(ref, **kw)
+        config.pad_token_id = tokenizer.pad_token_id
+        if self.pooling == "mean":
+            if config.model_type != "bert":
+                raise ConfigError([f"task -> pooling: 'mean' is implemented for BERT-family models, "
+                                   f"this one is '{config.model_type}'. Use pooling: cls."])
+            cls = BertMeanPoolingForSequenceClassification
+            cls.register_for_auto_class("AutoModelForSequenceClassification")
+            if init == "scratch":
+                return cls(config)
+            return cls.from_pretrained(ref, config=config)
+        if init == "scratch":
+            return AutoModelForSequenceClassification.from_config(config)
+        return AutoModelForSequenceClassification.from_pretrained(ref, config=config)
+
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return model(**inputs).logits
+
+    def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.multilabel:
+            return nn.functional.binary_cross_entropy_with_logits(outputs.float(), batch["labels"])
+        return nn.functional.cross_entropy(outputs.float(), batch["labels"])
+
+    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        outputs = outputs.float()
+        return torch.sigmoid(outputs) if self.multilabel else torch.softmax(outputs, dim=-1)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def metrics(self, scores: Any, labels: Any) -> dict[str, Any]:
+        from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+        scores = np.asarray(scores)
+        labels = np.asarray(labels)
+        idx = list(range(len(self.labels)))
+        if self.multilabel:
+            pred = (scores >= 0.5).astype(int)
+            p, r, f, s = precision_recall_fscore_support(labels, pred, zero_division=0)
+            out = {"micro_f1": float(f1_score(labels, pred, average="micro", zero_division=0)),
+                   "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
+                   "subset_accuracy": float(accuracy_score(labels, pred))}
+        else:
+            pred = scores.argmax(axis=-1)
+            p, r, f, s = precision_recall_fscore_support(labels, pred, labels=idx, zero_division=0)
+            out = {"accuracy": float(accuracy_score(labels, pred)),
+                   "macro_f1": float(f1_score(labels, pred, labels=idx, average="macro", zero_division=0)),
+                   "confusion_matrix": confusion_matrix(labels, pred, labels=idx).tolist()}
+        out["per_class"] = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                                   "support": int(s[i])} for i, name in enumerate(self.labels)}
+        return out
+
+    def decode(self, scores: Any) -> list[dict[str, Any]]:
+        out = []
+        for row in np.asarray(scores):
+            probs = {name: round(float(v), 6) for name, v in zip(self.labels, row)}
+            if self.multilabel:
+                out.append({"labels": [n for n, v in zip(self.labels, row) if v >= 0.5], "scores": probs})
+            else:
+                out.append({"label": self.labels[int(row.argmax())], "score": float(row.max()),
+                            "probabilities": probs})
+        return out
+
+    def gold(self, encoded: Encoded) -> np.ndarray:
+        """Gold labels of an encoded split in the layout `metrics` expects."""
+        if self.multilabel:
+            y = np.zeros((len(encoded), len(self.labels)), dtype=int)
+            for i, f in enumerate(encoded.features):
+                y[i, f["labels"]] = 1
+            return y
+        return np.array([f["labels"] for f in encoded.features])
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, "labels": self.labels, "pooling": self.pooling, "multilabel": self.multilabel,
+                "label_separator": self.label_separator, "max_length": self.max_length,
+                "pad_token_id": self.pad_token_id}

@@ -1,0 +1,1 @@
+"""Training: the one loop (fit), optimizers, batching, checkpoints, early stopping."""

@@ -1,0 +1,54 @@
+"""Batches for one epoch: deterministic from (seed, epoch), length-grouped, token-budgeted, sharded.
+
+Length grouping sorts the whole epoch by length with a random tie-break, cuts it into batches of
+similar length (so dynamic padding wastes little), then shuffles the order of the batches. Every example
+appears exactly once per epoch. Sharding gives each process every world-th batch; when the count does
+not divide, the first batches are repeated so every process steps the same number of times (DDP needs it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _cut(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    widest = 0
+    for i in order.tolist():
+        w = max(widest, int(lengths[i]))
+        if cur and (len(cur) >= batch_size or (max_tokens is not None and w * (len(cur) + 1) > max_tokens)):
+            batches.append(cur)
+            cur, w = [], int(lengths[i])
+        cur.append(i)
+        widest = w
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def epoch_batches(lengths: list[int] | np.ndarray, batch_size: int, *, seed: int, epoch: int,
+                  strategy: str = "length_grouped", max_tokens: int | None = None) -> list[list[int]]:
+    lengths = np.asarray(lengths)
+    rng = np.random.default_rng([seed, epoch])
+    if strategy == "random":
+        return _cut(rng.permutation(len(lengths)), lengths, batch_size, max_tokens)
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = _cut(order, lengths, batch_size, max_tokens)
+    perm = rng.permutation(len(batches))
+    return [batches[j] for j in perm]
+
+
+def shard(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
+    if world == 1:
+        return batches
+    short = (-len(batches)) % world
+    padded = batches + batches[:short]
+    return padded[rank::world]
+
+
+def eval_batches(lengths: list[int] | np.ndarray, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """Length-sorted batches for inference (no repetition: each process takes a disjoint share)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return batches[rank::world]

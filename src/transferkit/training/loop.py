@@ -1,0 +1,243 @@
+"""The one training loop. Every task and method goes through `fit()`.
+
+On accelerate: `accelerate launch --num_processes N` runs it as DDP (gloo on CPU, NCCL on GPUs) with no
+code change. Batches are built here (length-grouped, token-budgeted, sharded per process) so that the
+order of every epoch is a pure function of (seed, epoch): that is what makes a resumed run identical to
+an uninterrupted one. No host sync (`.item()`) on the hot path except at logging steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferkit.config import EarlyStoppingConfig, TrainConfig
+from transferkit.evaluation.evaluate import evaluate
+from transferkit.tasks.base import Encoded, Task
+from transferkit.training import checkpoint as ckpt
+from transferkit.training.batching import epoch_batches, shard
+from transferkit.training.early_stop import EarlyStopping
+from transferkit.training.logger import MetricsLogger
+from transferkit.training.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best_model.pt"
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
+    step: int = 0  # optimizer steps taken
+    examples_seen: int = 0
+    tokens_seen: int = 0
+    train_seconds: float = 0.0
+
+
+@dataclass
+class FitResult:
+    steps: int
+    epochs_completed: float
+    stopped_early: bool
+    best_metric: float | None
+    best_step: int | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    examples_seen: int = 0
+    tokens_seen: int = 0
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """accelerate's mixed_precision value. bf16 only where the hardware has it (it is ~16x slower on AVX2 CPUs)."""
+    if precision == "fp32":
+        return "no"
+    if precision == "auto":
+        if device_type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "no"
+    return precision
+
+
+def make_accelerator(precision: str = "auto"):
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    return Accelerator(cpu=not cuda, mixed_precision=resolve_precision(precision, "cuda" if cuda else "cpu"))
+
+
+def _micro_batch_size(cfg: TrainConfig, world: int) -> int:
+    return max(1, cfg.batch_size // (world * cfg.grad_accum))
+
+
+def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainConfig,
+        early: EarlyStoppingConfig, run_dir: Path, *, accelerator: Any = None, resume: bool = False,
+        progress: bool = True) -> FitResult:
+    """Train `model` on `train`, evaluating on `val`. Checkpoints go to run_dir/checkpoints.
+
+    The best model (by the early-stopping metric) is kept in run_dir/checkpoints/best_model.pt and loaded
+    back into `model` before returning.
+    """
+    acc = accelerator or make_accelerator(cfg.precision)
+    ckpt_dir = run_dir / "checkpoints"
+    main = acc.is_main_process
+    world, rank = acc.num_processes, acc.process_index
+    micro = _micro_batch_size(cfg, world)
+    bm = cfg.batching
+
+    def batches_for(epoch: int) -> list[list[int]]:
+        all_batches = epoch_batches(train.lengths, micro, seed=cfg.seed, epoch=epoch,
+                                    strategy=bm.strategy, max_tokens=bm.max_tokens)
+        return shard(all_batches, rank, world)
+
+    steps_per_epoch = math.ceil(len(batches_for(0)) / cfg.grad_accum)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    eval_every = steps_per_epoch if cfg.eval_every == "epoch" else int(cfg.eval_every)
+
+    optimizer = build_optimizer(model, cfg.optimizer, acc.device.type)
+    scheduler = build_scheduler(optimizer, cfg.schedule, total_steps)
+    stopper = EarlyStopping(metric=early.metric, mode=early.mode, patience=early.patience,
+                            min_delta=early.min_delta, enabled=early.enabled)
+    state = LoopState()
+    metrics_offset = None
+    if resume and (ckpt_dir / LAST).exists():
+        saved = ckpt.load(ckpt_dir / LAST)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        stopper.load_state_dict(saved["early_stopping"])
+        state = LoopState(**saved["loop"])
+        metrics_offset = saved["metrics_offset"]
+        ckpt.set_rng_state(saved["rng"][rank] if isinstance(saved["rng"], list) else saved["rng"])
+        log.info("resumed from step %d (epoch %d, batch %d)", state.step, state.epoch, state.batch_in_epoch)
+    elif resume:
+        log.warning("--resume: no checkpoint in %s, starting from the beginning", ckpt_dir)
+
+    model, optimizer = acc.prepare(model, optimizer)
+    logger = MetricsLogger(run_dir, enabled=main, resume_offset=metrics_offset,
+                           purge_step=state.step if metrics_offset is not None else None)
+
+    def save_last(end_of_epoch: bool) -> None:
+        loop_state = vars(state).copy()
+        if end_of_epoch:  # resume at the start of the next epoch
+            loop_state.update(epoch=state.epoch + 1, batch_in_epoch=0)
+        rngs = ckpt.rng_state()
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            rngs = gather_object([rngs])
+        if main:
+            ckpt.atomic_save({
+                "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict(),
+                "loop": loop_state, "rng": rngs, "metrics_offset": logger.offset(),
+            }, ckpt_dir / LAST)
+        acc.wait_for_everyone()
+
+    def run_eval() -> bool:
+        metrics, _ = evaluate(task, model, val, device=acc.device, accelerator=acc,
+                              batch_size=max(32, micro * 2))
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        scalars["epoch"] = round(state.step / steps_per_epoch, 3)
+        logger.log(state.step, scalars, "validation")
+        watched = scalars.get(stopper.metric)
+        if watched is None:
+            raise ValueError(f"early_stopping -> metric: '{stopper.metric}' is not among the validation "
+                             f"metrics {sorted(scalars)}")
+        if stopper.update(watched, state.step) and main:
+            ckpt.atomic_save(acc.unwrap_model(model).state_dict(), ckpt_dir / BEST)
+        acc.wait_for_everyone()
+        log.info("step %d: validation %s", state.step,
+                 ", ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k != "epoch"))
+        return stopper.should_stop
+
+    delay = float(os.environ.get("TRANSFERKIT_DEBUG_STEP_DELAY", "0"))  # lets tests kill a run mid-epoch
+    model.train()
+    stopped = stopper.should_stop
+    running = torch.zeros((), device=acc.device)
+    running_n = 0
+    bar = _progress(total_steps, main and progress)
+    bar_task = bar.add_task("fine-tuning", total=total_steps, completed=state.step, loss=float("nan"))
+    t0 = time.perf_counter()
+    with bar:
+        while state.step < total_steps and not stopped:
+            batches = batches_for(state.epoch)
+            n_micro = len(batches)
+            while state.batch_in_epoch < n_micro and state.step < total_steps:
+                group_end = min(n_micro, (state.batch_in_epoch // cfg.grad_accum + 1) * cfg.grad_accum)
+                group = range(state.batch_in_epoch, group_end)
+                for j in group:
+                    idx = batches[j]
+                    batch = task.collate([train.features[i] for i in idx])
+                    batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+                    sync = j == group_end - 1
+                    ctx = acc.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
+                    with ctx, acc.autocast():
+                        loss = task.loss(task.forward(model, batch), batch)
+                    acc.backward(loss / len(group))
+                    running += loss.detach()
+                    running_n += 1
+                    state.examples_seen += len(idx) * world
+                    state.tokens_seen += sum(train.lengths[i] for i in idx) * world
+                if cfg.max_grad_norm:
+                    acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.batch_in_epoch = group_end
+                if delay:
+                    time.sleep(delay)
+                if state.step % cfg.log_every == 0 or state.step == total_steps:
+                    mean_loss = float(running) / max(running_n, 1)
+                    running.zero_()
+                    running_n = 0
+                    logger.log(state.step, {"loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+                                            "epoch": round(state.step / steps_per_epoch, 3)}, "train")
+                    bar.update(bar_task, loss=mean_loss)
+                bar.update(bar_task, completed=state.step)
+                end_of_epoch = state.batch_in_epoch >= n_micro
+                if state.step % eval_every == 0 or state.step == total_steps or (
+                        end_of_epoch and cfg.eval_every == "epoch"):
+                    state.train_seconds += time.perf_counter() - t0
+                    stopped = run_eval()
+                    save_last(end_of_epoch)
+                    t0 = time.perf_counter()
+                    if stopped:
+                        log.info("early stopping at step %d: no %s improvement in %d evaluations (best %.4f "
+                                 "at step %s)", state.step, stopper.metric, stopper.patience, stopper.best,
+                                 stopper.best_step)
+                        break
+                elif state.step % cfg.checkpoint_every == 0:
+                    state.train_seconds += time.perf_counter() - t0
+                    save_last(end_of_epoch)
+                    t0 = time.perf_counter()
+            if state.batch_in_epoch >= n_micro:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    state.train_seconds += time.perf_counter() - t0
+    logger.close()
+    if (ckpt_dir / BEST).exists():
+        acc.unwrap_model(model).load_state_dict(ckpt.load(ckpt_dir / BEST))
+    acc.wait_for_everyone()
+    return FitResult(steps=state.step, epochs_completed=round(state.step / steps_per_epoch, 3),
+                     stopped_early=stopped, best_metric=stopper.best, best_step=stopper.best_step,
+                     history=logger.history, train_seconds=state.train_seconds,
+                     examples_seen=state.examples_seen, tokens_seen=state.tokens_seen)
+
+
+def _progress(total: int, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), disable=not enabled)

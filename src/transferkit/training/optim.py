@@ -1,0 +1,38 @@
+"""Optimizer and schedule from config. Weight decay never touches biases or LayerNorm weights."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from transferkit.config import OptimizerConfig, ScheduleConfig
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name.endswith(NO_DECAY) or p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig, device_type: str = "cpu") -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    # fused kernels exist for CUDA; on CPU the foreach implementation is the fast one.
+    fused = {"fused": True} if device_type == "cuda" else {"foreach": True}
+    # Adam applies weight decay as L2 on the gradient (not decoupled, unlike AdamW), as torch defines it.
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **fused)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_ratio * total_steps))
+    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[cfg.name]
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
