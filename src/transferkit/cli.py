@@ -29,7 +29,10 @@ OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. train.optimizer.lr
 def _setup_logging(quiet: bool) -> None:
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s",
+    # Under torchrun only the first process reports; the others would repeat every line.
+    secondary = os.environ.get("RANK", "0") != "0"
+    level = logging.ERROR if secondary else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s",
                         handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
     # transformers/datasets are chatty about things that are expected here (new head weights, caching).
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -48,7 +48,8 @@ def _read(cfg: DataConfig) -> tuple[dict[str, Examples], str]:
         for split, ds in dd.items():
             name = SPLIT_ALIASES.get(split)
             if name and name not in out:
-                out[name] = convert(ds, f"{cfg.source}[{split}]", name)
+                where = cfg.source if len(dd) == 1 else f"{cfg.source}[{split}]"
+                out[name] = convert(ds, where, name)
         if "train" not in out:
             raise DataError(f"{cfg.source}: no 'train' split; found {list(dd.keys())}.")
         return out, cfg.source

@@ -74,11 +74,12 @@ def read_file(path: str | Path) -> Dataset:
         raise DataError(f"{p}: the file is empty.")
     try:
         if fmt in ("csv", "tsv"):
-            # keep_default_na=False: an empty cell stays '' so the empty-text check can name its row.
-            return Dataset.from_csv(
-                str(p), sep="," if fmt == "csv" else "\t", keep_in_memory=True,
-                keep_default_na=False, dtype=str,
-            )
+            import pandas as pd
+
+            # dtype=str, keep_default_na=False: cells stay text ('' when empty, so the empty-text check can
+            # name the row; 'NA' stays a word) and labels such as 0/1 are not turned into floats.
+            df = pd.read_csv(p, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False)
+            return Dataset.from_pandas(df, preserve_index=False)
         if fmt == "jsonl":
             return Dataset.from_json(str(p), keep_in_memory=True)
         lines = [ln for ln in p.read_text(encoding="utf-8").splitlines()]

@@ -99,6 +99,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     # 4. Fine-tune, keep the best checkpoint, test it.
     result = fit(task, model, train, val, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
                  resume=resume, progress=progress)
+    model = acc.unwrap_model(model)
     test_metrics, _ = evaluate(task, model, test, device=acc.device, accelerator=acc, batch_size=64)
     transfer["fine_tuned"] = test_metrics
 
@@ -124,7 +125,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
                   "seconds": result.train_seconds,
                   "samples_per_s": result.examples_seen / max(result.train_seconds, 1e-9),
                   "tokens_per_s": result.tokens_seen / max(result.train_seconds, 1e-9),
-                  "peak_rss_mb": peak_rss_mb(), "trainable_params": trainable, "total_params": total},
+                  "peak_rss_mb": peak_rss_mb(), "processes": acc.num_processes, "trainable_params": trainable, "total_params": total},
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
     write_report(run_dir, summary, result.history)

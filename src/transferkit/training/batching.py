@@ -2,8 +2,9 @@
 
 Length grouping sorts the whole epoch by length with a random tie-break, cuts it into batches of
 similar length (so dynamic padding wastes little), then shuffles the order of the batches. Every example
-appears exactly once per epoch. Sharding gives each process every world-th batch; when the count does
-not divide, the first batches are repeated so every process steps the same number of times (DDP needs it).
+appears exactly once per epoch. With several processes, each global batch is split between them
+(`split_batch`), so a DDP step sees the same examples as a single-process step: results do not depend
+on the number of processes beyond floating-point reduction order.
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ def epoch_batches(lengths: list[int] | np.ndarray, batch_size: int, *, seed: int
     return [batches[j] for j in perm]
 
 
-def shard(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
+def split_batch(batch: list[int], rank: int, world: int) -> list[int]:
+    """This process's share of a global batch (interleaved, so shares have similar lengths). A batch smaller
+    than the number of processes is repeated so that no process is left without data (DDP needs every
+    process to step)."""
     if world == 1:
-        return batches
-    short = (-len(batches)) % world
-    padded = batches + batches[:short]
-    return padded[rank::world]
+        return batch
+    if len(batch) < world:
+        batch = (batch * world)[:world]
+    return batch[rank::world]
 
 
 def eval_batches(lengths: list[int] | np.ndarray, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:

@@ -24,7 +24,7 @@ from transferkit.config import EarlyStoppingConfig, TrainConfig
 from transferkit.evaluation.evaluate import evaluate
 from transferkit.tasks.base import Encoded, Task
 from transferkit.training import checkpoint as ckpt
-from transferkit.training.batching import epoch_batches, shard
+from transferkit.training.batching import epoch_batches, split_batch
 from transferkit.training.early_stop import EarlyStopping
 from transferkit.training.logger import MetricsLogger
 from transferkit.training.optim import build_optimizer, build_scheduler
@@ -96,12 +96,16 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
     bm = cfg.batching
 
     def batches_for(epoch: int) -> list[list[int]]:
-        all_batches = epoch_batches(train.lengths, micro, seed=cfg.seed, epoch=epoch,
-                                    strategy=bm.strategy, max_tokens=bm.max_tokens)
-        return shard(all_batches, rank, world)
+        # Global micro-batches (the same whatever the number of processes), split between processes.
+        budget = bm.max_tokens * world if bm.max_tokens else None
+        all_batches = epoch_batches(train.lengths, micro * world, seed=cfg.seed, epoch=epoch,
+                                    strategy=bm.strategy, max_tokens=budget)
+        return [split_batch(b, rank, world) for b in all_batches]
 
     steps_per_epoch = math.ceil(len(batches_for(0)) / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    log.info("%d process(es) (%s), %d examples per micro-batch, %d optimizer steps (%d per epoch)",
+             world, acc.distributed_type.value, micro, total_steps, steps_per_epoch)
     eval_every = steps_per_epoch if cfg.eval_every == "epoch" else int(cfg.eval_every)
 
     optimizer = build_optimizer(model, cfg.optimizer, acc.device.type)
@@ -145,7 +149,9 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
         acc.wait_for_everyone()
 
     def run_eval() -> bool:
-        metrics, _ = evaluate(task, model, val, device=acc.device, accelerator=acc,
+        # The unwrapped module: DDP's forward hooks would expect every process to run the same number
+        # of forward passes, which disjoint evaluation shares do not.
+        metrics, _ = evaluate(task, acc.unwrap_model(model), val, device=acc.device, accelerator=acc,
                               batch_size=max(32, micro * 2))
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         scalars["epoch"] = round(state.step / steps_per_epoch, 3)

@@ -1,0 +1,113 @@
+"""Fixtures: a tiny BERT and a WordPiece tokenizer built locally (no hub), and small synthetic datasets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POS = ["great", "wonderful", "superb", "moving", "brilliant", "charming", "fresh", "delightful"]
+NEG = ["awful", "boring", "dull", "terrible", "weak", "tedious", "bland", "clumsy"]
+FILL = ["the", "movie", "film", "plot", "was", "really", "quite", "and", "acting", "story", "a", "with",
+        "cast", "ending", "script", "very", "so", "at", "times", "overall"]
+
+
+def sentence(rng: random.Random, label: str) -> str:
+    words = rng.sample(FILL, rng.randint(2, 12))
+    adj = rng.choice(POS if label == "positive" else NEG)
+    words.insert(rng.randint(0, len(words)), adj)
+    return " ".join(words)
+
+
+def make_rows(n: int, seed: int = 0, labels=("positive", "negative")) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        label = labels[len(rows) % len(labels)]
+        text = sentence(rng, label)
+        if text not in seen:
+            seen.add(text)
+            rows.append({"text": text, "label": label})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
+    columns = columns or list(rows[0])
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A randomly initialised BERT (hidden 32, 2 layers) with a WordPiece tokenizer trained on the fixture
+    vocabulary, saved as a transformers checkpoint folder."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny_bert")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    corpus = [" ".join(POS + NEG + FILL)] * 5 + [sentence(random.Random(i), "positive") for i in range(200)]
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                             sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
+    fast.save_pretrained(out)
+    config = BertConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, pad_token_id=fast.pad_token_id)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "reviews.csv", make_rows(240, seed=1))
+
+
+def tiny_config(model_dir: Path, data: Path | dict, run_root: Path, **sections) -> dict:
+    """A raw config dict for fast runs on the tiny model."""
+    cfg = {
+        "name": "tiny",
+        "model": {"path": str(model_dir), "max_length": 32},
+        "data": {"source": str(data)} if isinstance(data, Path) else data,
+        "train": {"optimizer": {"lr": 3e-3}, "epochs": 3, "batch_size": 16, "seed": 7, "log_every": 5},
+        "early_stopping": {"enabled": False},
+        "compare": {"linear_probe": False},
+        "output": {"dir": str(run_root / "{name}")},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path

@@ -1,0 +1,73 @@
+import pytest
+
+from transferkit.config import RunConfig, apply_overrides, explain, load_config, parse_override
+from transferkit.errors import ConfigError
+
+BASE = {"data": {"source": "rotten_tomatoes"}}
+
+
+def test_defaults_and_override_types():
+    cfg = load_config(raw=dict(BASE), overrides=["train.optimizer.lr=3e-5", "train.epochs=2",
+                                                  "task.pooling=mean", "train.eval_every=50"])
+    assert cfg.train.optimizer.lr == pytest.approx(3e-5)
+    assert cfg.train.epochs == 2
+    assert cfg.task.pooling == "mean"
+    assert cfg.train.eval_every == 50
+    assert cfg.train.batch_size == 32  # default from the schema
+    assert str(cfg.run_dir) == "runs/run"
+
+
+def test_all_errors_reported_at_once_with_locations():
+    raw = {"data": {"source": "x"}, "train": {"optimizer": {"lr": -1, "nmae": "adamw"}, "batch_size": 0},
+           "task": {"pooling": "max"}}
+    with pytest.raises(ConfigError) as e:
+        load_config(raw=raw)
+    msg = str(e.value)
+    assert len(e.value.problems) == 4, msg
+    assert "train -> optimizer -> lr: Input should be greater than 0 (got -1)" in msg
+    assert "train -> optimizer -> nmae: unknown key. Did you mean 'name'?" in msg
+    assert "train -> batch_size" in msg
+    assert "task -> pooling" in msg and "'cls' or 'mean'" in msg
+
+
+def test_unknown_top_level_section_suggests():
+    with pytest.raises(ConfigError, match=r"trian: unknown key. Did you mean 'train'\?"):
+        load_config(raw={**BASE, "trian": {}})
+
+
+def test_data_needs_exactly_one_source():
+    with pytest.raises(ConfigError, match="data: no data"):
+        load_config(raw={"data": {}})
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(raw={"data": {"source": "a", "train": "b.csv"}})
+
+
+def test_unreadable_yaml_names_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\ntrain:\n  epochs: [1, 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "unreadable YAML at line" in str(e.value)
+    assert str(p) in str(e.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_parse_override_and_nesting():
+    assert parse_override("a.b.c=[1, 2]") == (["a", "b", "c"], [1, 2])
+    assert parse_override("x=null") == (["x"], None)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("train.lr")
+    assert apply_overrides({}, ["a.b=1"]) == {"a": {"b": 1}}
+
+
+def test_explain_lists_every_leaf_with_description():
+    cfg = RunConfig.model_validate(BASE)
+    rows = {key: (value, default, desc) for key, value, default, desc in explain(cfg)}
+    assert rows["train.optimizer.lr"][1] == 5e-5
+    assert "Peak learning rate" in rows["train.optimizer.lr"][2]
+    assert all(desc for _, _, desc in rows.values()), [k for k, v in rows.items() if not v[2]]
+    assert "data.split.seed" in rows

@@ -1,0 +1,74 @@
+"""The loop on the tiny model: it learns, early stopping stops and restores the best checkpoint."""
+
+import json
+
+import pytest
+import torch
+
+from transferkit.config import load_config
+from transferkit.recipes.finetune import run
+
+from conftest import tiny_config
+
+
+def test_finetune_learns_and_writes_run_folder(tiny_model, sentiment_csv, tmp_path):
+    cfg = load_config(raw=tiny_config(tiny_model, sentiment_csv, tmp_path, train={"epochs": 4}))
+    summary = run(cfg, progress=False)
+    run_dir = tmp_path / "tiny"
+    assert summary["test"]["accuracy"] >= 0.9, summary["test"]
+    assert summary["transfer"]["majority"]["accuracy"] == pytest.approx(0.5, abs=0.05)
+    for name in ("config.resolved.yaml", "metrics.json", "metrics.jsonl", "report.md", "report.html",
+                 "curves.png", "confusion.png", "transfer.png", "model/task.json", "model/model.safetensors",
+                 "model/tokenizer.json", "checkpoints/last.pt", "checkpoints/best_model.pt"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").iterdir())
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = summary["train"]["steps"]
+    assert [x["step"] for x in lines if x["split"] == "train"] == list(range(5, steps + 1, 5)) + (
+        [steps] if steps % 5 else [])
+    assert len([x for x in lines if x["split"] == "validation"]) == 4  # one per epoch
+    assert json.loads((run_dir / "model/task.json").read_text())["labels"] == ["negative", "positive"]
+    assert "| Fine-tuned (transferkit) |" in (run_dir / "report.md").read_text()
+
+
+def test_early_stopping_stops_and_restores_best(tiny_model, sentiment_csv, tmp_path):
+    # min_delta=1.0 makes the first evaluation the best one for sure: no later accuracy can beat it by a
+    # whole point, so every later evaluation counts as no improvement, whatever the model learns.
+    raw = tiny_config(tiny_model, sentiment_csv, tmp_path, train={"epochs": 10, "eval_every": 3},
+                      early_stopping={"enabled": True, "metric": "accuracy", "min_delta": 1.0, "patience": 2})
+    cfg = load_config(raw=raw)
+    summary = run(cfg, progress=False)
+    t = summary["train"]
+    assert t["stopped_early"] is True
+    assert t["best_step"] == 3 and t["steps"] == 9
+    val = [x for x in map(json.loads, (tmp_path / "tiny/metrics.jsonl").read_text().splitlines())
+           if x["split"] == "validation"]
+    assert [v["step"] for v in val] == [3, 6, 9]
+    assert val[0]["loss"] != pytest.approx(val[-1]["loss"], abs=1e-5)  # the weights did move after step 3
+    # the shipped model is the step-3 one: its validation loss is the best one, not the last one
+    from transferkit.data.prepare import load_splits
+    from transferkit.deploy.predictor import Predictor
+    from transferkit.evaluation.evaluate import evaluate
+
+    pred = Predictor.load(tmp_path / "tiny")
+    splits = load_splits(cfg.data)
+    pred.task.check(splits.validation)
+    metrics, _ = evaluate(pred.task, pred.model, pred.task.encode(pred.tokenizer, splits.validation))
+    assert metrics["loss"] == pytest.approx(val[0]["loss"], abs=1e-5)
+    best = torch.load(tmp_path / "tiny/checkpoints/best_model.pt", weights_only=True)
+    assert torch.equal(best["classifier.weight"], pred.model.classifier.weight)
+
+
+def test_freeze_all_but_head_trains_only_head(tiny_model, sentiment_csv, tmp_path):
+    from transformers import BertModel
+
+    cfg = load_config(raw=tiny_config(tiny_model, sentiment_csv, tmp_path, freeze={"mode": "all_but_head"},
+                                      train={"epochs": 1}))
+    summary = run(cfg, progress=False)
+    assert summary["train"]["trainable_params"] == 32 * 2 + 2
+    from transferkit.deploy.predictor import Predictor
+
+    trained = Predictor.load(tmp_path / "tiny").model
+    ref = BertModel.from_pretrained(tiny_model)
+    assert torch.equal(trained.bert.encoder.layer[0].attention.self.query.weight,
+                       ref.encoder.layer[0].attention.self.query.weight)
