@@ -27,7 +27,7 @@ def _env(**extra):
 
 def _config(tiny_model, sentiment_csv, tmp_path, **train):
     cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs",
-                      train={"epochs": 3, "checkpoint_every": 2, "log_every": 1, **train})
+                      train={"epochs": 3, "checkpoint_every": 2, "log_every": 3, **train})
     return write_config(tmp_path / "run.yaml", cfg)
 
 

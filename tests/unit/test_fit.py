@@ -72,3 +72,14 @@ def test_freeze_all_but_head_trains_only_head(tiny_model, sentiment_csv, tmp_pat
     ref = BertModel.from_pretrained(tiny_model)
     assert torch.equal(trained.bert.encoder.layer[0].attention.self.query.weight,
                        ref.encoder.layer[0].attention.self.query.weight)
+
+
+def test_scratch_comparison_in_transfer_report(tiny_model, sentiment_csv, tmp_path):
+    cfg = load_config(raw=tiny_config(tiny_model, sentiment_csv, tmp_path, train={"epochs": 1},
+                                      compare={"scratch": True, "linear_probe": True}))
+    summary = run(cfg, progress=False)
+    assert set(summary["transfer"]) == {"majority", "linear_probe", "fine_tuned", "scratch"}
+    assert (tmp_path / "tiny/scratch/checkpoints/last.pt").is_file()
+    assert not (tmp_path / "tiny/scratch/model").exists()  # only the fine-tuned model ships
+    report = (tmp_path / "tiny/report.md").read_text()
+    assert "| Same architecture from scratch |" in report and "Pretraining is worth" in report

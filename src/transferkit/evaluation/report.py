@@ -109,7 +109,7 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
     transfer = summary["transfer"]
     sections: list[tuple[str, list[list[str]] | None, str | None]] = []
     rows = [[NAMES[k], transfer[k][metric], transfer[k].get("macro_f1", float("nan")),
-             transfer[k][metric] - transfer["majority"][metric] if "majority" in transfer else ""]
+             f"{(transfer[k][metric] - transfer['majority'][metric]) * 100:+.1f} pts" if "majority" in transfer else ""]
             for k in PRIMARY_ORDER if k in transfer]
     gain = ""
     if "linear_probe" in transfer:
@@ -119,7 +119,7 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
         d = transfer["fine_tuned"][metric] - transfer["scratch"][metric]
         gain += f"Pretraining is worth {d * 100:+.1f} points over the same model trained from scratch."
     sections.append(("Transfer: what the pretrained weights bought",
-                     _table(["model", f"test {metric}", "test macro F1", "gain over majority"], rows), gain or None))
+                     _table(["model", f"test {metric}", "test macro F1", "over majority"], rows), gain or None))
     per_class = summary["test"].get("per_class", {})
     sections.append(("Test metrics per class", _table(
         ["label", "precision", "recall", "F1", "support"],
@@ -132,12 +132,14 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
                   ", ".join(str(v) for v in d["leaked_removed"].values()) or "0"]]
     sections.append(("Data", _table(["", ""], data_rows), None))
     t = summary["train"]
-    train_rows = [["model", summary["model"]], ["parameters trained / total",
-                                                f"{t['trainable_params']:,} / {t['total_params']:,}"],
-                  ["optimizer steps", t["steps"]], ["epochs", t["epochs"]],
-                  ["stopped early", t["stopped_early"]], ["best validation step", t["best_step"]],
-                  ["training time (s)", round(t["seconds"], 1)], ["samples/s", round(t["samples_per_s"], 1)],
-                  ["real tokens/s", round(t["tokens_per_s"], 1)], ["peak RSS (MB)", round(t["peak_rss_mb"])]]
+    train_rows = [["model", summary["model"]],
+                  ["parameters trained / total", f"{t['trainable_params']:,} / {t['total_params']:,}"],
+                  ["processes", str(t.get("processes", 1))],
+                  ["optimizer steps", str(t["steps"])], ["epochs", f"{t['epochs']:g}"],
+                  ["stopped early", str(t["stopped_early"])], ["best validation step", str(t["best_step"])],
+                  ["training time (s)", f"{t['seconds']:.1f}"], ["samples/s", f"{t['samples_per_s']:.1f}"],
+                  ["real (non-pad) tokens/s", f"{t['tokens_per_s']:.0f}"],
+                  ["peak RSS (MB)", f"{t['peak_rss_mb']:.0f}"]]
     sections.append(("Training", _table(["", ""], train_rows), None))
     return sections
 

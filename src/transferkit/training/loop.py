@@ -43,6 +43,9 @@ class LoopState:
     examples_seen: int = 0
     tokens_seen: int = 0
     train_seconds: float = 0.0
+    # training loss summed since the last log line, so a resumed run logs the same means
+    loss_sum: float = 0.0
+    loss_count: int = 0
 
 
 @dataclass
@@ -132,7 +135,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                            purge_step=state.step if metrics_offset is not None else None)
 
     def save_last(end_of_epoch: bool) -> None:
-        loop_state = vars(state).copy()
+        loop_state = {**vars(state), "loss_sum": float(running), "loss_count": running_n}
         if end_of_epoch:  # resume at the start of the next epoch
             loop_state.update(epoch=state.epoch + 1, batch_in_epoch=0)
         rngs = ckpt.rng_state()
@@ -170,8 +173,8 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
     delay = float(os.environ.get("TRANSFERKIT_DEBUG_STEP_DELAY", "0"))  # lets tests kill a run mid-epoch
     model.train()
     stopped = stopper.should_stop
-    running = torch.zeros((), device=acc.device)
-    running_n = 0
+    running = torch.full((), state.loss_sum, device=acc.device)
+    running_n = state.loss_count
     bar = _progress(total_steps, main and progress)
     bar_task = bar.add_task("fine-tuning", total=total_steps, completed=state.step, loss=float("nan"))
     t0 = time.perf_counter()
