@@ -2,6 +2,7 @@
 
     python bench/train_bench.py                       # defaults: see --help; writes bench/results/
     python bench/train_bench.py --train-size 1500 --epochs 2 --repeats 3
+    TK_PRECISION=bf16 python bench/train_bench.py --variants transferkit   # transferkit with bf16 autocast
 
 Variants (each in its own process, so peak RSS is its own):
   hf_example   Trainer as the example scripts run it: padding to max length 128, random batches
@@ -147,7 +148,7 @@ def worker_transferkit(train, test, epochs: float, seed: int) -> dict:
     cfg = TrainConfig.model_validate({"epochs": epochs, "batch_size": 32, "seed": seed,
                                       "optimizer": {"lr": 5e-5, "weight_decay": 0.0},
                                       "schedule": {"warmup_ratio": 0.0}, "eval_every": 10**9,
-                                      "checkpoint_every": 10**9})
+                                      "checkpoint_every": 10**9, "precision": os.environ.get("TK_PRECISION", "auto")})
     val = task.encode(tok, test.subset(list(range(64)), "validation"))  # the loop's final evaluation: tiny
     with tempfile.TemporaryDirectory() as out:
         res = fit(task, model, enc, val, cfg, EarlyStoppingConfig(enabled=False), Path(out), progress=False)
@@ -173,8 +174,8 @@ def run_worker(variant: str, train_size: int, epochs: float, seed: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train-size", type=int, default=1500, help="training examples (0 = all 10,200)")
-    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--train-size", type=int, default=3000, help="training examples (0 = all 10,200)")
+    p.add_argument("--epochs", type=float, default=1)
     p.add_argument("--repeats", type=int, default=3, help="runs per variant (seeds 42, 43, ...)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--out", default="bench/results")
