@@ -83,3 +83,19 @@ def test_scratch_comparison_in_transfer_report(tiny_model, sentiment_csv, tmp_pa
     assert not (tmp_path / "tiny/scratch/model").exists()  # only the fine-tuned model ships
     report = (tmp_path / "tiny/report.md").read_text()
     assert "| Same architecture from scratch |" in report and "Pretraining is worth" in report
+
+
+def test_length_grouped_and_token_budget_batches_keep_accuracy(tiny_model, tmp_path):
+    """Grouping by length (and a token budget) changes which examples share a batch, not what is learned:
+    test accuracy stays within tolerance of plain fixed-size random batches."""
+    from conftest import make_rows, write_csv
+
+    data = write_csv(tmp_path / "reviews.csv", make_rows(480, seed=3))
+    acc = {}
+    for name, batching in {"random": {"strategy": "random"}, "grouped": {"strategy": "length_grouped"},
+                           "budget": {"strategy": "length_grouped", "max_tokens": 160}}.items():
+        cfg = load_config(raw=tiny_config(tiny_model, data, tmp_path, name=name,
+                                          train={"epochs": 3, "batching": batching}))
+        acc[name] = run(cfg, progress=False)["test"]["accuracy"]
+    assert min(acc.values()) >= 0.85, acc
+    assert max(acc.values()) - min(acc.values()) <= 0.1, acc
