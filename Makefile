@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/transferkit finetune configs/sentiment.yaml
+	$(BIN)/transferkit finetune configs/sentiment.yaml --overwrite
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
