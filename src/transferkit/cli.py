@@ -99,23 +99,17 @@ def _print_summary(s: dict, run_dir: Path) -> None:
 
 
 def _read_inputs(path: Optional[Path], column: str) -> list[str]:
-    from transferkit.data.sources import read_file
+    """Texts to predict: stdin lines, a .txt file (one text per non-blank line), or a csv/jsonl column."""
+    from transferkit.data.checks import check_texts
+    from transferkit.data.sources import read_file, to_examples
 
     if path is None:
         return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    ds = read_file(path)
     if path.suffix.lower() == ".txt":
-        from transferkit.data.sources import check_utf8
-
-        if not path.is_file():
-            raise TransferkitError(f"input file '{path}' does not exist.")
-        check_utf8(path)
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    from transferkit.data.sources import to_examples
-
-    ex = to_examples(read_file(path), text_column=column, label_column=None, text_pair_column=None,
-                     where=str(path), name="input")
-    from transferkit.data.checks import check_texts
-
+        return [t for t in ds["text"] if t.strip()]
+    ex = to_examples(ds, text_column=column, label_column=None, text_pair_column=None, where=str(path),
+                     name="input")
     check_texts(ex)
     return ex.texts
 

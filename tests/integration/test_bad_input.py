@@ -1,7 +1,6 @@
 """Each bad input stops before training with exit code 2, a message naming the file/row or config
 location, and no run folder left behind."""
 
-import pytest
 from typer.testing import CliRunner
 
 from transferkit.cli import app

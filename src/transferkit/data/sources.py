@@ -6,7 +6,6 @@ Returns `Examples` per split, with the configured columns mapped to text/label a
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from datasets import Dataset, DatasetDict
 from transferkit.data.builtin import BUILTIN, load_builtin
 from transferkit.errors import DataError, did_you_mean
 
-log = logging.getLogger(__name__)
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt"}
 
@@ -82,8 +80,7 @@ def read_file(path: str | Path) -> Dataset:
             return Dataset.from_pandas(df, preserve_index=False)
         if fmt == "jsonl":
             return Dataset.from_json(str(p), keep_in_memory=True)
-        lines = [ln for ln in p.read_text(encoding="utf-8").splitlines()]
-        return Dataset.from_dict({"text": lines})
+        return Dataset.from_dict({"text": p.read_text(encoding="utf-8").splitlines()})
     except DataError:
         raise
     except Exception as e:  # the parsers raise many types; all mean "this file is malformed"

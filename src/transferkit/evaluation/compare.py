@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from typing import Any
 
@@ -19,7 +18,6 @@ from transferkit.modeling.heads import mean_pool
 from transferkit.tasks.base import Encoded, Task
 from transferkit.training.batching import eval_batches
 
-log = logging.getLogger(__name__)
 
 
 def majority_baseline(task: Task, train: Encoded, test: Encoded) -> dict[str, Any]:
@@ -47,14 +45,13 @@ def encoder_features(encoder: torch.nn.Module, task: Task, encoded: Encoded, bat
     return out
 
 
-def linear_probe(ref: str, task: Task, train: Encoded, test: Encoded, seed: int = 0) -> dict[str, Any]:
+def linear_probe(encoder: torch.nn.Module, task: Task, train: Encoded, test: Encoded,
+                 seed: int = 0) -> dict[str, Any]:
+    """`encoder`: the pretrained encoder (e.g. `model.base_model` before fine-tuning); left in eval mode."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from transformers import AutoModel
-
-    encoder = AutoModel.from_pretrained(ref)
     x_train = encoder_features(encoder, task, train)
     x_test = encoder_features(encoder, task, test)
     y_train = task.gold(train)

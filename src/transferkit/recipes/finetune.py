@@ -40,7 +40,7 @@ def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> Path:
     return run_dir
 
 
-def _model_and_task(cfg: RunConfig, task, ref: str, tokenizer, init: str):
+def _build_model(cfg: RunConfig, task, ref: str, tokenizer, init: str):
     from transformers import set_seed
 
     from transferkit.modeling.freeze import apply_freeze
@@ -80,7 +80,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
 
     # 2. Tokenize once.
     train, val, test = (task.encode(tokenizer, s) for s in splits)
-    model, trainable, total = _model_and_task(cfg, task, ref, tokenizer, cfg.model.init)
+    model, trainable, total = _build_model(cfg, task, ref, tokenizer, cfg.model.init)
 
     # 3. Baselines before fine-tuning (deterministic; cached so --resume does not redo them).
     transfer: dict[str, dict[str, Any]] = {}
@@ -93,7 +93,8 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
                 transfer["majority"] = majority_baseline(task, train, test)
             if cfg.compare.linear_probe and cfg.model.init == "pretrained":
                 log.info("linear probe on frozen pretrained features...")
-                transfer["linear_probe"] = linear_probe(ref, task, train, test, seed=cfg.train.seed)
+                # the model's encoder still holds the pretrained weights: fit() has not run yet
+                transfer["linear_probe"] = linear_probe(model.base_model, task, train, test, seed=cfg.train.seed)
             atomic_write_text(base_path, json.dumps(transfer))
 
     # 4. Fine-tune, keep the best checkpoint, test it.
@@ -105,7 +106,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
 
     if cfg.compare.scratch:
         log.info("training the same architecture from scratch on the same data and budget...")
-        scratch_model, _, _ = _model_and_task(cfg, task, ref, tokenizer, "scratch")
+        scratch_model, _, _ = _build_model(cfg, task, ref, tokenizer, "scratch")
         fit(task, scratch_model, train, val, cfg.train, cfg.early_stopping, run_dir / "scratch",
             accelerator=acc, resume=resume, progress=progress)
         transfer["scratch"] = evaluate(task, scratch_model, test, device=acc.device, accelerator=acc)[0]

@@ -52,7 +52,7 @@ class ClassificationTask:
         if self.multilabel:
             split.labels = [self._split_labels(y) for y in split.labels]
         else:
-            split.labels = [str(y).strip() if not isinstance(y, str) else y.strip() for y in split.labels]
+            split.labels = [str(y).strip() for y in split.labels]
 
     def fit_labels(self, train: Examples) -> None:
         self.normalize_labels(train)
