@@ -57,11 +57,13 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_model, sentiment_csv, tmp
     saved = torch.load(killed_dir / "checkpoints/last.pt", weights_only=False)
     assert 12 < saved["loop"]["step"] <= killed_at < 36
     assert saved["loop"]["epoch"] == 1 and saved["loop"]["batch_in_epoch"] > 0
-    assert not list(killed_dir.glob("checkpoints/.*tmp*")), "a temporary checkpoint file was left behind"
     assert not (killed_dir / "metrics.json").exists()
+    # a kill during a checkpoint write leaves only a temporary file (last.pt stays whole); resuming removes it
+    (killed_dir / "checkpoints/.last.pt.tmp-999999").write_bytes(b"half a checkpoint")
 
     subprocess.run(CLI + ["finetune", str(cfg), "name=killed", "--resume", "-q"], check=True, env=_env(),
                    timeout=300)
+    assert not list(killed_dir.glob("checkpoints/.*tmp*"))
     full = json.loads((tmp_path / "runs/full/metrics.json").read_text())
     resumed = json.loads((killed_dir / "metrics.json").read_text())
     assert resumed["train"]["steps"] == full["train"]["steps"] == 36
@@ -101,5 +103,5 @@ def test_two_process_ddp_matches_one_process(tiny_model, sentiment_csv, tmp_path
     assert single["test"]["accuracy"] > 0.8  # it learned, so agreement below is not two flat lines
     assert ddp["test"]["accuracy"] == single["test"]["accuracy"]
     assert ddp["test"]["loss"] == pytest.approx(single["test"]["loss"], abs=1e-3)
-    assert sum(ddp["test"]["confusion_matrix"], []) and sum(map(sum, ddp["test"]["confusion_matrix"])) == \
-        ddp["data"]["sizes"]["test"]  # every test example scored exactly once across the processes
+    # every test example scored exactly once across the processes
+    assert sum(map(sum, ddp["test"]["confusion_matrix"])) == ddp["data"]["sizes"]["test"] == 24

@@ -23,6 +23,15 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete temporary files left by a writer that was killed mid-write (their targets are intact)."""
+    removed = 0
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

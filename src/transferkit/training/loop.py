@@ -117,6 +117,8 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                             min_delta=early.min_delta, enabled=early.enabled)
     state = LoopState()
     metrics_offset = None
+    if main and ckpt_dir.exists():
+        ckpt.remove_stale_temporaries(ckpt_dir)
     if resume and (ckpt_dir / LAST).exists():
         saved = ckpt.load(ckpt_dir / LAST)
         model.load_state_dict(saved["model"])
