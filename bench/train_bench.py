@@ -2,6 +2,8 @@
 
     python bench/train_bench.py                       # defaults: see --help; writes bench/results/
     python bench/train_bench.py --train-size 1500 --epochs 2 --repeats 3
+    python bench/train_bench.py --dataset bbc_news --max-length 256 --train-size 400 --repeats 1   # long text
+    python bench/train_bench.py --size base --train-size 200 --repeats 1    # BERT-base-sized, random init
     TK_PRECISION=bf16 python bench/train_bench.py --variants transferkit   # transferkit with bf16 autocast
 
 Variants (each in its own process, so peak RSS is its own):
@@ -9,9 +11,10 @@ Variants (each in its own process, so peak RSS is its own):
   hf_best      Trainer at its best: dynamic padding + group_by_length, fused AdamW (the default)
   transferkit  transferkit's fit(): length-grouped batches over the whole epoch, dynamic padding
 
-All variants: the packaged MiniLM-L6 with transformers' [CLS]+pooler head, lr 5e-5, linear schedule,
-batch 32, the same stratified training subset of Rotten Tomatoes, the same seeds; test accuracy is
-computed for every variant with the same inference code on the full de-duplicated test split (1,276).
+All variants: the packaged MiniLM-L6 (or, with --size base, a BERT-base-sized model built from its config,
+randomly initialised, with MiniLM's tokenizer) with transformers' [CLS]+pooler head, lr 5e-5, linear schedule,
+batch 32, the same stratified training subset of the dataset, the same seeds; test accuracy is computed for
+every variant with the same inference code on the de-duplicated test split.
 Reported: samples/s, real (non-pad) tokens/s, padding fraction, useful FLOP/s as a fraction of this
 machine's measured peak fp32 matmul rate, peak RSS, test accuracy; medians over repeats; ratios.
 """
@@ -31,17 +34,17 @@ import time
 from pathlib import Path
 
 VARIANTS = ("hf_example", "hf_best", "transferkit")
-MAX_LEN = 128
+MAX_LEN = 128  # --max-length sets it in the workers
 
 
 # ----------------------------------------------------------------------------- shared pieces
 
-def load_data(train_size: int):
+def load_data(train_size: int, dataset: str = "rotten_tomatoes"):
     from transferkit.config import DataConfig
     from transferkit.data.prepare import load_splits
     from transferkit.data.split import stratified_sample
 
-    splits = load_splits(DataConfig(source="rotten_tomatoes"))
+    splits = load_splits(DataConfig(source=dataset))
     train = stratified_sample(splits.train, train_size, seed=42) if train_size else splits.train
     return train, splits.test
 
@@ -68,11 +71,23 @@ def useful_flops_per_token(config, mean_len: float) -> float:
     return 6 * non_embedding + 12 * layers * h * mean_len
 
 
-def test_accuracy(model, tokenizer, test) -> float:
+def model_config(size: str | None, n_labels: int):
+    from transformers import AutoConfig, BertConfig
+
+    from transferkit.modeling.load import SIZES, resolve
+
+    ref = AutoConfig.from_pretrained(resolve("minilm"))
+    if not size:
+        return AutoConfig.from_pretrained(resolve("minilm"), num_labels=n_labels)
+    return BertConfig(vocab_size=ref.vocab_size, max_position_embeddings=ref.max_position_embeddings,
+                      num_labels=n_labels, **SIZES[size])
+
+
+def test_accuracy(model, tokenizer, test, labels) -> float:
     from transferkit.evaluation.evaluate import evaluate
     from transferkit.tasks.classification import ClassificationTask
 
-    task = ClassificationTask(labels=["negative", "positive"], max_length=MAX_LEN)
+    task = ClassificationTask(labels=labels, max_length=MAX_LEN)
     task.check(test)
     metrics, _ = evaluate(task, model, task.encode(tokenizer, test), batch_size=64)
     return metrics["accuracy"]
@@ -80,22 +95,27 @@ def test_accuracy(model, tokenizer, test) -> float:
 
 # ----------------------------------------------------------------------------- workers
 
-def worker_hf(variant: str, train, test, epochs: float, seed: int) -> dict:
+def worker_hf(variant: str, train, test, epochs: float, seed: int, size: str | None) -> dict:
     import numpy as np
     from datasets import Dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainingArguments)
+                              Trainer, TrainingArguments, set_seed)
 
     from transferkit.modeling.load import resolve
 
     ref = resolve("minilm")
     tok = AutoTokenizer.from_pretrained(ref)
-    labels = {"negative": 0, "positive": 1}
+    names = sorted(set(train.labels))
+    labels = {name: i for i, name in enumerate(names)}
     example = variant == "hf_example"
     ds = Dataset.from_dict({"text": train.texts, "label": [labels[y] for y in train.labels]})
     ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=MAX_LEN,
                               padding="max_length" if example else False), batched=True, remove_columns=["text"])
-    model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=2)
+    set_seed(seed)
+    if size:
+        model = AutoModelForSequenceClassification.from_config(model_config(size, len(names)))
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=len(names))
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out, per_device_train_batch_size=32, num_train_epochs=epochs, learning_rate=5e-5,
@@ -111,7 +131,7 @@ def worker_hf(variant: str, train, test, epochs: float, seed: int) -> dict:
     samples = len(ds) * epochs
     return {"seconds": seconds, "samples": samples, "real_tokens": float(np.mean(real)) * samples,
             "padding_fraction": (1 - float(np.mean(real)) / MAX_LEN) if example else pad,
-            "test_accuracy": test_accuracy(model, tok, test), "mean_real_len": float(np.mean(real))}
+            "test_accuracy": test_accuracy(model, tok, test, names), "mean_real_len": float(np.mean(real))}
 
 
 def padding_fraction_hf(trainer, ds) -> float:
@@ -127,7 +147,7 @@ def padding_fraction_hf(trainer, ds) -> float:
     return 1 - real / padded
 
 
-def worker_transferkit(train, test, epochs: float, seed: int) -> dict:
+def worker_transferkit(train, test, epochs: float, seed: int, size: str | None) -> dict:
     import numpy as np
     from transformers import AutoTokenizer, set_seed
 
@@ -143,7 +163,14 @@ def worker_transferkit(train, test, epochs: float, seed: int) -> dict:
     task.fit_labels(train)
     enc = task.encode(tok, train)
     set_seed(seed)
-    model = task.build_model(ref, init="pretrained", size=None, dropout=None, tokenizer=tok)
+    if size:
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_config(model_config(size, len(task.labels)))
+        model.config.id2label = dict(enumerate(task.labels))
+        model.config.label2id = {label: i for i, label in enumerate(task.labels)}
+    else:
+        model = task.build_model(ref, init="pretrained", size=None, dropout=None, tokenizer=tok)
     # the Trainer's defaults where the two differ: no warm-up, no weight decay
     cfg = TrainConfig.model_validate({"epochs": epochs, "batch_size": 32, "seed": seed,
                                       "optimizer": {"lr": 5e-5, "weight_decay": 0.0},
@@ -156,16 +183,20 @@ def worker_transferkit(train, test, epochs: float, seed: int) -> dict:
     real = sum(enc.lengths)
     padded = sum(max(enc.lengths[i] for i in b) * len(b) for b in batches)
     return {"seconds": res.train_seconds, "samples": res.examples_seen, "real_tokens": res.tokens_seen,
-            "padding_fraction": 1 - real / padded, "test_accuracy": test_accuracy(model, tok, test),
+            "padding_fraction": 1 - real / padded, "test_accuracy": test_accuracy(model, tok, test, task.labels),
             "mean_real_len": float(np.mean(enc.lengths))}
 
 
-def run_worker(variant: str, train_size: int, epochs: float, seed: int) -> dict:
-    train, test = load_data(train_size)
-    if variant == "transferkit":
-        out = worker_transferkit(train, test, epochs, seed)
+def run_worker(a) -> dict:
+    global MAX_LEN
+    MAX_LEN = a.max_length
+    train, test = load_data(a.train_size, a.dataset)
+    if a.test_size and a.test_size < len(test):
+        test = test.subset(list(range(a.test_size)), "test")
+    if a.worker == "transferkit":
+        out = worker_transferkit(train, test, a.epochs, a.seed, a.size)
     else:
-        out = worker_hf(variant, train, test, epochs, seed)
+        out = worker_hf(a.worker, train, test, a.epochs, a.seed, a.size)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -178,27 +209,32 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=1)
     p.add_argument("--repeats", type=int, default=3, help="runs per variant (seeds 42, 43, ...)")
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--dataset", default="rotten_tomatoes", help="rotten_tomatoes or bbc_news (long texts)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens; hf_example pads every text to it")
+    p.add_argument("--size", choices=["base"], help="a BERT of this size from its config, randomly initialised")
+    p.add_argument("--test-size", type=int, default=0, help="cap the test split (0 = all)")
     p.add_argument("--out", default="bench/results")
+    p.add_argument("--name", help="results file stem; default train, or train_<dataset>_<max-length>[_<size>]")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
-        print("RESULT " + json.dumps(run_worker(a.worker, a.train_size, a.epochs, a.seed)))
+        print("RESULT " + json.dumps(run_worker(a)))
         return
 
     import torch
-    from transformers import AutoConfig
-
-    from transferkit.modeling.load import resolve
-
     peak = peak_matmul_gflops()
     print(f"peak fp32 matmul: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads)", flush=True)
-    config = AutoConfig.from_pretrained(resolve("minilm"))
+    config = model_config(a.size, 2)
+    default = a.dataset == "rotten_tomatoes" and a.max_length == 128 and not a.size
+    name = a.name or ("train" if default else f"train_{a.dataset}_{a.max_length}" + (f"_{a.size}" if a.size else ""))
     runs: dict[str, list[dict]] = {}
     for variant in a.variants.split(","):
         for r in range(a.repeats):
             cmd = [sys.executable, __file__, "--worker", variant, "--train-size", str(a.train_size),
-                   "--epochs", str(a.epochs), "--seed", str(42 + r)]
+                   "--epochs", str(a.epochs), "--seed", str(42 + r), "--dataset", a.dataset,
+                   "--max-length", str(a.max_length), "--test-size", str(a.test_size)] + (
+                   ["--size", a.size] if a.size else [])
             done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
             if done.returncode or not line:
@@ -223,17 +259,19 @@ def main() -> None:
                     summary["transferkit"]["samples_per_s"] / summary[peer]["samples_per_s"])
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
-              "peak_matmul_gflops": peak, "settings": {"train_size": a.train_size, "epochs": a.epochs,
-                                                       "repeats": a.repeats, "batch_size": 32, "lr": 5e-5},
+              "peak_matmul_gflops": peak,
+              "settings": {"dataset": a.dataset, "max_length": a.max_length, "model": a.size or "minilm",
+                           "train_size": a.train_size, "test_size": a.test_size or "all", "epochs": a.epochs,
+                           "repeats": a.repeats, "batch_size": 32, "lr": 5e-5},
               "variants": summary, "runs": runs}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps(result, indent=2))
-    write_table_and_plot(result, out)
-    print((out / "train.md").read_text())
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    write_table_and_plot(result, out, name)
+    print((out / f"{name}.md").read_text())
 
 
-def write_table_and_plot(result: dict, out: Path) -> None:
+def write_table_and_plot(result: dict, out: Path, stem: str = "train") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,10 +287,12 @@ def write_table_and_plot(result: dict, out: Path) -> None:
     tk = v.get("transferkit", {})
     ratios = [f"transferkit vs {k[11:]}: {x:.2f}x" for k, x in tk.items() if k.startswith("speedup_vs_")]
     st = result["settings"]
-    text = (f"Medians of {st['repeats']} runs; {st['train_size'] or 'all'} training examples x {st['epochs']} "
+    model = "MiniLM-L6" if st.get("model", "minilm") == "minilm" else f"BERT-{st['model']} (random init)"
+    text = (f"{model} on {st.get('dataset', 'rotten_tomatoes')}, max length {st.get('max_length', 128)}. "
+            f"Medians of {st['repeats']} runs; {st['train_size'] or 'all'} training examples x {st['epochs']} "
             f"epochs; peak fp32 matmul {result['peak_matmul_gflops']:.0f} GFLOP/s.\n\n" + "\n".join(rows)
             + "\n\n" + "; ".join(ratios) + "\n")
-    (out / "train.md").write_text(text)
+    (out / f"{stem}.md").write_text(text)
     fig, ax = plt.subplots(figsize=(6, 3))
     names = list(v)
     ax.barh(names, [v[n]["samples_per_s"] for n in names], color=["#bbb", "#8ab", "#2a7"][: len(names)])
@@ -260,9 +300,10 @@ def write_table_and_plot(result: dict, out: Path) -> None:
         ax.text(v[n]["samples_per_s"], i, f" {v[n]['samples_per_s']:.1f}", va="center")
     ax.set_xlim(0, 1.15 * max(v[n]["samples_per_s"] for n in names))
     ax.set_xlabel("training samples/s (median)")
-    ax.set_title("MiniLM-L6 fine-tuning on Rotten Tomatoes, CPU")
+    ax.set_title(f"{model} fine-tuning on {st.get('dataset', 'rotten_tomatoes')} "
+                 f"(max length {st.get('max_length', 128)}), CPU", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "train.png", dpi=110)
+    fig.savefig(out / f"{stem}.png", dpi=110)
 
 
 if __name__ == "__main__":

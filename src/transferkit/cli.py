@@ -79,6 +79,71 @@ def finetune(
         _print_summary(summary, cfg.run_dir)
 
 
+@app.command()
+def pretrain(
+    config: Path = typer.Argument(..., help="Pretraining config (YAML)."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the final summary."),
+) -> None:
+    """Pretrain (masked LM, optionally NSP/SOP) from scratch or continue a checkpoint on domain text."""
+    _setup_logging(quiet)
+    from transferkit.config import load_pretrain_config
+
+    try:
+        cfg = load_pretrain_config(config, overrides or [])
+        from transferkit.recipes.pretrain import run
+
+        s = run(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
+    except TransferkitError as e:
+        _fail(e)
+        return
+    if s:
+        b, a, t = s["heldout_before"], s["heldout_after"], s["train"]
+        out.print(f"{s['name']}: held-out perplexity {b['perplexity']:.1f} -> {a['perplexity']:.2f}, "
+                  f"masked-token accuracy {b['masked_accuracy']:.3f} -> {a['masked_accuracy']:.3f}")
+        out.print(f"training: {t['steps']} steps, {t['seconds']:.0f} s, {t['tokens_per_s']:.0f} tokens/s, "
+                  f"padding {t['padding_fraction']:.1%}, peak RSS {t['peak_rss_mb']:.0f} MB")
+        out.print(f"report: {cfg.run_dir / 'report.md'} · model: {cfg.run_dir / 'model'} "
+                  f"(use it as model.path in a finetune config)")
+
+
+@app.command()
+def curve(
+    config: Path = typer.Argument(..., help="Fine-tuning config (YAML)."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    labels: str = typer.Option("250,1000,4000,all", help="Label counts (training examples); 'all' = the whole split."),
+    seeds: str = typer.Option("1,2,3", help="Seeds: each draws its own sample and initialisation."),
+    vs: Optional[str] = typer.Option(None, help="Also fine-tune this other pretrained model (e.g. minilm)."),
+    scratch: bool = typer.Option(True, help="Also train the same architecture from random init."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Learning curve: test metric vs number of labels, pretrained vs from scratch, mean +- std over seeds."""
+    _setup_logging(quiet)
+    from transferkit.config import load_config
+
+    try:
+        cfg = load_config(config, overrides or [])
+        sizes = [0 if x.strip() == "all" else int(x) for x in labels.split(",") if x.strip()]
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        _fail(TransferkitError(f"--labels/--seeds: comma-separated integers (and 'all'), got '{labels}' / '{seeds}'"))
+        return
+    except TransferkitError as e:
+        _fail(e)
+        return
+    from transferkit.recipes.curve import run_curve
+
+    try:
+        run_curve(cfg, sizes, seed_list, vs=vs, scratch=scratch, progress=not quiet)
+    except TransferkitError as e:
+        _fail(e)
+        return
+    out.print((cfg.run_dir / "curve.md").read_text(encoding="utf-8"))
+    out.print(f"plot: {cfg.run_dir / 'curve.png'} · data: {cfg.run_dir / 'curve.json'}")
+
+
 def _print_summary(s: dict, run_dir: Path) -> None:
     metric = s["metric"]
     table = Table(title=f"{s['name']}: what the transfer bought (test split, n={s['data']['sizes']['test']})")
@@ -121,6 +186,7 @@ def predict(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here; default: stdout."),
     text_column: str = typer.Option("text", help="Text column of a csv/jsonl input."),
     batch_size: int = typer.Option(64, help="Examples per forward pass."),
+    int8: bool = typer.Option(False, "--int8", help="int8 dynamic quantization (CPU): faster, slightly less exact."),
 ) -> None:
     """Predict labels and probabilities for new texts; one JSON object per line."""
     _setup_logging(quiet=True)
@@ -128,7 +194,7 @@ def predict(
         from transferkit.deploy.predictor import Predictor
 
         texts = _read_inputs(input, text_column)
-        preds = Predictor.load(run).predict(texts, batch_size=batch_size)
+        preds = Predictor.load(run, int8=int8).predict(texts, batch_size=batch_size)
     except TransferkitError as e:
         _fail(e)
         return
@@ -142,23 +208,25 @@ def predict(
 
 @config_app.command("validate")
 def config_validate(config: Path, overrides: Optional[list[str]] = OVERRIDES) -> None:
-    """Check a config; list every problem with its location."""
-    from transferkit.config import load_config
+    """Check a config (finetune, or pretrain when it has a corpus section); list every problem."""
+    from transferkit.config import PretrainConfig, load_any_config
 
     try:
-        load_config(config, overrides or [])
+        cfg = load_any_config(config, overrides or [])
     except TransferkitError as e:
         _fail(e)
-    out.print(f"[green]ok[/]: {config} is a valid run config")
+        return
+    kind = "pretraining" if isinstance(cfg, PretrainConfig) else "fine-tuning"
+    out.print(f"[green]ok[/]: {config} is a valid {kind} config")
 
 
 @config_app.command("explain")
 def config_explain(config: Path, overrides: Optional[list[str]] = OVERRIDES) -> None:
     """Every setting of a config: its value, its default and what it does."""
-    from transferkit.config import explain, load_config
+    from transferkit.config import explain, load_any_config
 
     try:
-        cfg = load_config(config, overrides or [])
+        cfg = load_any_config(config, overrides or [])
     except TransferkitError as e:
         _fail(e)
         return

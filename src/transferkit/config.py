@@ -71,6 +71,14 @@ class DataConfig(Section):
         None, ge=10, description="Use at most this many examples (stratified sample): quick runs."
     )
 
+    train_limit: int | None = Field(
+        None, ge=2, description="Keep only this many training examples (stratified sample) after splitting; "
+        "validation and test stay whole: learning curves with few labels."
+    )
+    train_sample_seed: int | None = Field(
+        None, description="Seed of the train_limit sample (default: split.seed)."
+    )
+
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if self.source and self.train:
@@ -123,6 +131,13 @@ class BatchingConfig(Section):
         None,
         ge=16,
         description="Token budget per batch (padded tokens). Batches then vary in size, capped by batch_size.",
+    )
+    chunk_tokens: int | None = Field(
+        1024,
+        ge=16,
+        description="Memory cap: a batch with more padded tokens than this is run in consecutive chunks whose "
+        "gradients add up to the same optimizer step (same update, up to float rounding), so peak activation "
+        "memory stays bounded on long texts. null runs every batch whole.",
     )
 
 
@@ -199,6 +214,112 @@ class RunConfig(Section):
         return Path(self.output.dir.format(name=self.name))
 
 
+# ---------------------------------------------------------------- pretraining (`transferkit pretrain`)
+
+
+class PretrainModelConfig(Section):
+    path: str | None = Field(
+        None,
+        description="Checkpoint to continue pretraining (folder, hub name or 'minilm'). Required with "
+        "init=pretrained; with init=scratch its tokenizer is reused unless tokenizer.train is true.",
+    )
+    init: Literal["pretrained", "scratch"] = Field(
+        "scratch", description="'scratch': a new BERT of `size`; 'pretrained': continue from `path`."
+    )
+    size: Literal["tiny", "mini", "small", "base"] = Field("mini", description="BERT size with init=scratch.")
+    max_length: int = Field(128, ge=16, le=8192, description="Tokens per packed sequence.")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="Override hidden and attention dropout.")
+
+    @model_validator(mode="after")
+    def _path_when_continued(self) -> PretrainModelConfig:
+        if self.init == "pretrained" and not self.path:
+            raise ValueError("init: pretrained needs `path` (the checkpoint to continue, e.g. minilm)")
+        return self
+
+
+class VocabExtensionConfig(Section):
+    enabled: bool = Field(False, description="Add frequent corpus words that the tokenizer splits into pieces.")
+    max_new_tokens: int = Field(1000, ge=1, description="At most this many new words.")
+    min_frequency: int = Field(20, ge=1, description="A word must occur at least this often in the corpus.")
+    min_pieces: int = Field(3, ge=2, description="...and be split into at least this many sub-word pieces.")
+
+
+class TokenizerConfig(Section):
+    train: bool = Field(
+        True, description="With init=scratch: train a WordPiece tokenizer on the corpus (else reuse model.path's)."
+    )
+    vocab_size: int = Field(8000, ge=100, le=250000, description="WordPiece vocabulary size when training one.")
+    min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a WordPiece merge.")
+    lowercase: bool = Field(True, description="Lowercase (and strip accents) before tokenizing.")
+    extend: VocabExtensionConfig = Field(
+        default_factory=VocabExtensionConfig, description="Vocabulary extension of an existing tokenizer."
+    )
+
+
+class CorpusConfig(Section):
+    sources: list[str] = Field(
+        description="Built-in corpora (rotten_tomatoes_text, bbc_news_text, peoples_daily, "
+        "chinese_reviews_text) and/or paths: .txt (documents separated by blank lines, one sentence or "
+        "paragraph per line), a folder of .txt (one document per file), .jsonl (one document per record).",
+        min_length=1,
+    )
+    text_column: str = Field("text", description="Field holding the text in .jsonl records.")
+    heldout: float = Field(0.02, gt=0.0, lt=0.5, description="Fraction of documents held out for evaluation.")
+    dedupe: bool = Field(True, description="Drop duplicate documents (after whitespace normalisation).")
+    max_documents: int | None = Field(None, ge=10, description="Use at most this many documents (quick runs).")
+    seed: int = Field(42, description="Seed of the held-out split.")
+
+
+class ObjectiveConfig(Section):
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0, description="Fraction of tokens selected for prediction.")
+    mask_fraction: float = Field(0.8, ge=0.0, le=1.0, description="Of the selected tokens: replaced by [MASK].")
+    random_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="Of the selected tokens: replaced by a random token (the rest stay)."
+    )
+    whole_word: bool = Field(True, description="Select whole words: all sub-word pieces of a word together.")
+    chinese_words: Literal["jieba", "characters"] = Field(
+        "jieba",
+        description="Words of Chinese text for whole-word masking: jieba segmentation, or single characters.",
+    )
+    pair: Literal["none", "nsp", "sop"] = Field(
+        "none",
+        description="Sentence-pair objective: 'nsp' next-sentence prediction (BERT), 'sop' sentence-order "
+        "prediction (ALBERT). Needs documents of several sentences.",
+    )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> ObjectiveConfig:
+        if self.mask_fraction + self.random_fraction > 1.0 + 1e-9:
+            raise ValueError("mask_fraction + random_fraction must be at most 1")
+        return self
+
+
+def _pretrain_train() -> TrainConfig:
+    return TrainConfig.model_validate({"optimizer": {"lr": 5e-4}, "epochs": 1, "batch_size": 64,
+                                       "eval_every": 200, "checkpoint_every": 200})
+
+
+def _pretrain_early() -> EarlyStoppingConfig:
+    return EarlyStoppingConfig(enabled=False, metric="mlm_loss", mode="min")
+
+
+class PretrainConfig(Section):
+    name: str = Field("pretrain", min_length=1, description="Name of the run (used in the run folder).")
+    model: PretrainModelConfig = Field(default_factory=PretrainModelConfig, description="What is pretrained.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Vocabulary.")
+    corpus: CorpusConfig = Field(description="Unlabelled text.")
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="Pretraining objectives.")
+    train: TrainConfig = Field(default_factory=_pretrain_train, description="The training loop.")
+    early_stopping: EarlyStoppingConfig = Field(
+        default_factory=_pretrain_early, description="Early stopping on the held-out MLM loss."
+    )
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir.format(name=self.name))
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -206,9 +327,9 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return " -> ".join(str(p) for p in loc) if loc else "(top level)"
 
 
-def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _section_at(loc: tuple[Any, ...], root: type[BaseModel] = RunConfig) -> type[BaseModel] | None:
     """The schema class that owns the field at `loc` (for did-you-mean on unknown keys)."""
-    cls: type[BaseModel] = RunConfig
+    cls: type[BaseModel] = root
     for part in loc:
         field = cls.model_fields.get(str(part))
         if field is None:
@@ -221,12 +342,12 @@ def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return cls
 
 
-def _problems(err: ValidationError) -> list[str]:
+def _problems(err: ValidationError, root: type[BaseModel] = RunConfig) -> list[str]:
     out = []
     for e in err.errors():
         loc = tuple(e["loc"])
         if e["type"] == "extra_forbidden":
-            owner = _section_at(loc[:-1])
+            owner = _section_at(loc[:-1], root)
             allowed = sorted(owner.model_fields) if owner else []
             hint = did_you_mean(str(loc[-1]), allowed)
             out.append(
@@ -290,21 +411,38 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                raw: dict[str, Any] | None = None) -> RunConfig:
-    """Read, override and validate a run config. Raises ConfigError listing every problem."""
+                raw: dict[str, Any] | None = None, schema: type[BaseModel] = RunConfig) -> Any:
+    """Read, override and validate a run config (`schema`: RunConfig for finetune, PretrainConfig for
+    pretrain). Raises ConfigError listing every problem."""
     data = read_yaml(path) if path is not None else dict(raw or {})
     data = apply_overrides(data, list(overrides or []))
+    return _validate(data, schema, str(path) if path else None)
+
+
+def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                         raw: dict[str, Any] | None = None) -> PretrainConfig:
+    return load_config(path, overrides, raw, schema=PretrainConfig)
+
+
+def load_any_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig | PretrainConfig:
+    """A pretraining config when the file has a `corpus` section, else a fine-tuning config."""
+    raw = read_yaml(path)
+    schema = PretrainConfig if "corpus" in raw else RunConfig
+    return _validate(apply_overrides(raw, list(overrides or [])), schema, str(path))
+
+
+def _validate(data: dict[str, Any], schema: type[BaseModel], source: str | None) -> Any:
     try:
-        return RunConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_problems(err), source=str(path) if path else None) from None
+        raise ConfigError(_problems(err, schema), source=source) from None
 
 
-def dump_config(cfg: RunConfig) -> str:
+def dump_config(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def explain(cfg: RunConfig) -> list[tuple[str, Any, Any, str]]:
+def explain(cfg: BaseModel) -> list[tuple[str, Any, Any, str]]:
     """(dotted key, value, default, description) for every leaf field, in schema order."""
     rows: list[tuple[str, Any, Any, str]] = []
 

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from transferkit.cli import app
@@ -86,3 +87,21 @@ def test_predictions_do_not_depend_on_batching(trained):
     a = pred.predict_scores(TEXTS, batch_size=1)
     b = pred.predict_scores(TEXTS, batch_size=64)
     assert np.allclose(a, b, atol=1e-5)
+
+
+def test_int8_quantizes_encoder_linears_and_keeps_predictions(trained):
+    from transferkit.deploy.quantize import count_quantized
+
+    run_dir, _ = trained
+    fp32 = Predictor.load(run_dir, device="cpu")
+    q = Predictor.load(run_dir, int8=True)
+    # 2 layers x (q, k, v, attention output, intermediate, output) [+ the pooler of the cls head]; the head stays fp32
+    assert count_quantized(q.model) in (12, 13)
+    assert isinstance(q.model.classifier, torch.nn.Linear)
+    texts = TEXTS * 4
+    a, b = fp32.predict_scores(texts), q.predict_scores(texts)
+    assert np.abs(np.asarray(a) - np.asarray(b)).max() < 0.1
+    agree = np.mean([p["label"] == o["label"] for p, o in zip(fp32.predict(texts), q.predict(texts))])
+    assert agree >= 0.95  # a text scored near 0.5 may flip
+    res = runner.invoke(app, ["predict", str(run_dir), "--int8"], input="a great film\n")
+    assert res.exit_code == 0 and json.loads(res.stdout)["label"] in {"negative", "positive"}

@@ -53,3 +53,14 @@ def test_eval_batches_disjoint_across_ranks():
     parts = [eval_batches(LENGTHS, 50, r, 3) for r in range(3)]
     flat = [i for p in parts for b in p for i in b]
     assert sorted(flat) == list(range(len(LENGTHS)))
+
+
+def test_chunks_partition_batch_under_cap():
+    from transferkit.training.batching import chunk_batch
+
+    for batch in epoch_batches(LENGTHS, 32, seed=1, epoch=0):
+        chunks = chunk_batch(batch, LENGTHS, 300)
+        assert [i for c in chunks for i in c] == batch  # same examples, same order
+        for c in chunks:
+            assert max(LENGTHS[i] for i in c) * len(c) <= 300 or len(c) == 1
+    assert chunk_batch([1, 2, 3], LENGTHS, None) == [[1, 2, 3]]

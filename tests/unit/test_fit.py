@@ -99,3 +99,33 @@ def test_length_grouped_and_token_budget_batches_keep_accuracy(tiny_model, tmp_p
         acc[name] = run(cfg, progress=False)["test"]["accuracy"]
     assert min(acc.values()) >= 0.85, acc
     assert max(acc.values()) - min(acc.values()) <= 0.1, acc
+
+
+def test_chunked_batches_give_the_same_update(tiny_model, tmp_path):
+    """train.batching.chunk_tokens only bounds memory: with dropout off, the parameters after a few steps
+    match those of whole batches up to float rounding."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from conftest import make_rows
+    from transferkit.config import EarlyStoppingConfig, TrainConfig
+    from transferkit.data.sources import Examples
+    from transferkit.tasks.classification import ClassificationTask
+    from transferkit.training.loop import fit
+
+    rows = make_rows(64, seed=5)
+    data = Examples(texts=[r["text"] for r in rows], labels=[r["label"] for r in rows], origin=["t"] * 64)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    task = ClassificationTask(max_length=32)
+    task.fit_labels(data)
+    enc = task.encode(tok, data)
+    params = {}
+    for chunk in (None, 40):
+        torch.manual_seed(0)
+        model = task.build_model(str(tiny_model), init="pretrained", size=None, dropout=0.0, tokenizer=tok)
+        cfg = TrainConfig.model_validate({"max_steps": 3, "batch_size": 16, "optimizer": {"lr": 1e-2},
+                                          "batching": {"chunk_tokens": chunk}, "eval_every": 100})
+        fit(task, model, enc, enc, cfg, EarlyStoppingConfig(enabled=False), tmp_path / str(chunk), progress=False)
+        params[chunk] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert min(enc.lengths) * 16 > 40  # the cap really splits every 16-example batch
+    assert torch.allclose(params[None], params[40], atol=1e-5), (params[None] - params[40]).abs().max()

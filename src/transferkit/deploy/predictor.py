@@ -48,7 +48,9 @@ class Predictor:
         self.device = device
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> Predictor:
+    def load(cls, path: str | Path, device: str | None = None, int8: bool = False) -> Predictor:
+        """`int8=True`: dynamic int8 quantization of the encoder's Linear layers (CPU only; faster, a
+        small accuracy cost that bench/infer_bench.py measures)."""
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         d = model_dir_of(path)
@@ -59,7 +61,13 @@ class Predictor:
         else:
             head_cls = AutoModelForSequenceClassification
         model = head_cls.from_pretrained(d)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda")
+        if int8:
+            if device != "cpu":
+                raise ModelError(f"int8 inference runs on CPU, not on '{device}'.")
+            from transferkit.deploy.quantize import quantize_int8
+
+            model = quantize_int8(model)
         return cls(model, AutoTokenizer.from_pretrained(d), task, device)
 
     def predict_scores(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64):

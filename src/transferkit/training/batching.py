@@ -51,6 +51,26 @@ def split_batch(batch: list[int], rank: int, world: int) -> list[int]:
     return batch[rank::world]
 
 
+def chunk_batch(batch: list[int], lengths, chunk_tokens: int | None) -> list[list[int]]:
+    """Split one batch into consecutive chunks of at most `chunk_tokens` padded tokens each (at least one
+    example per chunk). The loop runs the chunks one after another and accumulates their gradients into the
+    same optimizer step, so the step is unchanged while peak activation memory is bounded."""
+    if not chunk_tokens or not batch:
+        return [batch]
+    chunks: list[list[int]] = []
+    cur: list[int] = []
+    widest = 0
+    for i in batch:
+        w = max(widest, int(lengths[i]))
+        if cur and w * (len(cur) + 1) > chunk_tokens:
+            chunks.append(cur)
+            cur, w = [], int(lengths[i])
+        cur.append(i)
+        widest = w
+    chunks.append(cur)
+    return chunks
+
+
 def eval_batches(lengths: list[int] | np.ndarray, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
     """Length-sorted batches for inference (no repetition: each process takes a disjoint share)."""
     order = np.argsort(np.asarray(lengths), kind="stable")

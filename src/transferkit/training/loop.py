@@ -24,7 +24,7 @@ from transferkit.config import EarlyStoppingConfig, TrainConfig
 from transferkit.evaluation.evaluate import evaluate
 from transferkit.tasks.base import Encoded, Task
 from transferkit.training import checkpoint as ckpt
-from transferkit.training.batching import epoch_batches, split_batch
+from transferkit.training.batching import chunk_batch, epoch_batches, split_batch
 from transferkit.training.early_stop import EarlyStopping
 from transferkit.training.logger import MetricsLogger
 from transferkit.training.optim import build_optimizer, build_scheduler
@@ -189,14 +189,16 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                 group = range(state.batch_in_epoch, group_end)
                 for j in group:
                     idx = batches[j]
-                    batch = task.collate([train.features[i] for i in idx])
-                    batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
-                    sync = j == group_end - 1
-                    ctx = acc.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
-                    with ctx, acc.autocast():
-                        loss = task.loss(task.forward(model, batch), batch)
-                    acc.backward(loss / len(group))
-                    running += loss.detach()
+                    chunks = chunk_batch(idx, train.lengths, bm.chunk_tokens)
+                    for c, part in enumerate(chunks):
+                        batch = task.collate([train.features[i] for i in part])
+                        batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+                        sync = j == group_end - 1 and c == len(chunks) - 1
+                        ctx = acc.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
+                        with ctx, acc.autocast():
+                            loss = task.loss(task.forward(model, batch), batch) * (len(part) / len(idx))
+                        acc.backward(loss / len(group))
+                        running += loss.detach()
                     running_n += 1
                     state.examples_seen += len(idx) * world
                     state.tokens_seen += sum(train.lengths[i] for i in idx) * world
