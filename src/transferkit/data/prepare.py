@@ -102,6 +102,10 @@ def load_splits(cfg: DataConfig) -> Splits:
     for ex in (train, val, test):
         if len(ex) == 0:
             raise DataError(f"the {ex.name} split is empty after de-duplication; give more data.")
+    if cfg.train_limit and len(train) > cfg.train_limit:
+        seed = cfg.split.seed if cfg.train_sample_seed is None else cfg.train_sample_seed
+        train = stratified_sample(train, cfg.train_limit, seed)
+        train.name = "train"
     report.sizes = {"train": len(train), "validation": len(val), "test": len(test)}
     return Splits(train, val, test, report)
 

