@@ -115,6 +115,7 @@ def curve(
     overrides: Optional[list[str]] = OVERRIDES,
     labels: str = typer.Option("250,1000,4000,all", help="Label counts (training examples); 'all' = the whole split."),
     seeds: str = typer.Option("1,2,3", help="Seeds: each draws its own sample and initialisation."),
+    seeds_all: Optional[str] = typer.Option(None, help="Seeds of the 'all' point only (it is the costliest)."),
     vs: Optional[str] = typer.Option(None, help="Also fine-tune this other pretrained model (e.g. minilm)."),
     scratch: bool = typer.Option(True, help="Also train the same architecture from random init."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -127,6 +128,7 @@ def curve(
         cfg = load_config(config, overrides or [])
         sizes = [0 if x.strip() == "all" else int(x) for x in labels.split(",") if x.strip()]
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        seed_all = [int(x) for x in seeds_all.split(",") if x.strip()] if seeds_all else None
     except ValueError:
         _fail(TransferkitError(f"--labels/--seeds: comma-separated integers (and 'all'), got '{labels}' / '{seeds}'"))
         return
@@ -136,7 +138,7 @@ def curve(
     from transferkit.recipes.curve import run_curve
 
     try:
-        run_curve(cfg, sizes, seed_list, vs=vs, scratch=scratch, progress=not quiet)
+        run_curve(cfg, sizes, seed_list, vs=vs, scratch=scratch, progress=not quiet, seeds_all=seed_all)
     except TransferkitError as e:
         _fail(e)
         return

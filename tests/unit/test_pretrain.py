@@ -192,3 +192,29 @@ def test_pretrain_config_and_corpus_errors(tmp_path):
     bad.write_text('{"body": "some text"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"c.jsonl:1: no field 'text'"):
         load_corpus([str(bad)])
+
+
+def test_learning_curve_runs_every_point_and_reuses_finished_runs(tiny_model, tmp_path):
+    import json
+
+    from transferkit.config import load_config
+    from transferkit.recipes.curve import run_curve
+
+    data = write_csv(tmp_path / "reviews.csv", make_rows(300, seed=2))
+    cfg = load_config(raw=tiny_config(tiny_model, data, tmp_path, name="curve", train={"epochs": 2}))
+    res = run_curve(cfg, [40, 0], [1, 2], seeds_all=[1], progress=False)
+    all_n = res["train_sizes"]["all"]
+    assert res["train_sizes"]["40"] == 40 and 230 <= all_n <= 240  # 80% of 300 after de-duplication
+    rows = res["results"]
+    assert set(rows["40"]) == {str(tiny_model), "scratch"} and rows["40"]["scratch"]["n"] == 2
+    assert rows["all"][str(tiny_model)]["n"] == 1
+    vals = rows["40"][str(tiny_model)]["values"]
+    assert rows["40"][str(tiny_model)]["mean"] == pytest.approx(sum(vals) / 2)
+    for f in ("curve.json", "curve.md", "curve.png", "main_n40_s2/metrics.json"):
+        assert (tmp_path / "curve" / f).is_file(), f
+    assert f"| {all_n} |" in (tmp_path / "curve" / "curve.md").read_text()
+    stamp = (tmp_path / "curve" / "main_n40_s1" / "metrics.json").stat().st_mtime
+    assert run_curve(cfg, [40], [1], progress=False)["results"]["40"]["scratch"]["values"] == \
+        rows["40"]["scratch"]["values"][:1]
+    assert (tmp_path / "curve" / "main_n40_s1" / "metrics.json").stat().st_mtime == stamp  # reused, not rerun
+    assert json.loads((tmp_path / "curve" / "curve.json").read_text())["sizes"] == [40]

@@ -47,7 +47,8 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def run_curve(cfg: RunConfig, sizes: list[int], seeds: list[int], *, vs: str | None = None,
-              scratch: bool = True, progress: bool = True) -> dict[str, Any]:
+              scratch: bool = True, progress: bool = True, seeds_all: list[int] | None = None) -> dict[str, Any]:
+    """`seeds_all`: the seeds of the 'all labels' point (0 in `sizes`), when fewer than `seeds` are affordable."""
     root = cfg.run_dir
     root.mkdir(parents=True, exist_ok=True)
     metric = "accuracy"
@@ -56,7 +57,7 @@ def run_curve(cfg: RunConfig, sizes: list[int], seeds: list[int], *, vs: str | N
     for n in sizes:
         key = str(n or "all")
         acc: dict[str, list[float]] = {}
-        for seed in seeds:
+        for seed in (seeds_all or seeds) if n == 0 else seeds:
             s = _one(cfg, n, seed, "main", None, scratch, root, progress)
             metric = s["metric"]
             train_sizes[key] = s["data"]["sizes"]["train"]
@@ -67,7 +68,7 @@ def run_curve(cfg: RunConfig, sizes: list[int], seeds: list[int], *, vs: str | N
                 v = _one(cfg, n, seed, "vs", vs, False, root, progress)
                 acc.setdefault(vs, []).append(v["transfer"]["fine_tuned"][metric])
         rows[key] = {model: _stats(vals) for model, vals in acc.items()}
-    result = {"name": cfg.name, "metric": metric, "seeds": seeds, "sizes": sizes, "train_sizes": train_sizes,
+    result = {"name": cfg.name, "metric": metric, "seeds": seeds, "seeds_all": seeds_all, "sizes": sizes, "train_sizes": train_sizes,
               "results": rows}
     (root / "curve.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     write_curve(result, root)
@@ -82,7 +83,8 @@ def write_curve(result: dict[str, Any], root: Path) -> None:
     metric = result["metric"]
     head = "| labels | " + " | ".join(models) + " | gain over scratch |" if "scratch" in models else \
         "| labels | " + " | ".join(models) + " |"
-    lines = [f"Test {metric}, mean ± std over seeds {result['seeds']}.", "", head,
+    lines = [f"Test {metric}, mean ± std over seeds {result['seeds']}" + (
+             f" ({result['seeds_all']} for all labels)" if result.get("seeds_all") else "") + ".", "", head,
              "|" + "---|" * (head.count("|") - 1)]
     for key, r in rows.items():
         cells = [f"{r[m]['mean']:.4f} ± {r[m]['std']:.4f}" for m in models]
@@ -94,10 +96,13 @@ def write_curve(result: dict[str, Any], root: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     xs = [result["train_sizes"].get(k, 0) for k in rows]
-    for m in models:
+    for i, m in enumerate(models):
+        label = "same architecture, random init" if m == "scratch" else f"pretrained: {m}"
         ax.errorbar(xs, [rows[k][m]["mean"] for k in rows], yerr=[rows[k][m]["std"] for k in rows],
-                    marker="o", capsize=3, label=m if m != "scratch" else "same architecture, random init")
+                    marker="o", capsize=3, label=label)
     ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel("labelled training examples")
     ax.set_ylabel(f"test {metric}")
     ax.set_title(result["name"])

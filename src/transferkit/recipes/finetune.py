@@ -99,7 +99,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
 
     # 4. Fine-tune, keep the best checkpoint, test it.
     result = fit(task, model, train, val, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
-                 resume=resume, progress=progress)
+                 resume=resume, progress=progress, label="fine-tuning")
     model = acc.unwrap_model(model)
     test_metrics, _ = evaluate(task, model, test, device=acc.device, accelerator=acc, batch_size=64)
     transfer["fine_tuned"] = test_metrics
@@ -108,7 +108,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
         log.info("training the same architecture from scratch on the same data and budget...")
         scratch_model, _, _ = _build_model(cfg, task, ref, tokenizer, "scratch")
         fit(task, scratch_model, train, val, cfg.train, cfg.early_stopping, run_dir / "scratch",
-            accelerator=acc, resume=resume, progress=progress)
+            accelerator=acc, resume=resume, progress=progress, label="training from scratch")
         transfer["scratch"] = evaluate(task, scratch_model, test, device=acc.device, accelerator=acc)[0]
 
     if not main:

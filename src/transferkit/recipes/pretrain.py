@@ -139,7 +139,7 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
 
     # 3. Train.
     result = fit(task, model, train, held, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
-                 resume=resume, progress=progress)
+                 resume=resume, progress=progress, label="pretraining")
     model = acc.unwrap_model(model)
     after, _ = evaluate(task, model, held, device=acc.device, accelerator=acc, batch_size=64)
     if not main:

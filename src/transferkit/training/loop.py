@@ -85,7 +85,7 @@ def _micro_batch_size(cfg: TrainConfig, world: int) -> int:
 
 def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainConfig,
         early: EarlyStoppingConfig, run_dir: Path, *, accelerator: Any = None, resume: bool = False,
-        progress: bool = True) -> FitResult:
+        progress: bool = True, label: str = "training") -> FitResult:
     """Train `model` on `train`, evaluating on `val`. Checkpoints go to run_dir/checkpoints.
 
     The best model (by the early-stopping metric) is kept in run_dir/checkpoints/best_model.pt and loaded
@@ -178,7 +178,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
     running = torch.full((), state.loss_sum, device=acc.device)
     running_n = state.loss_count
     bar = _progress(total_steps, main and progress)
-    bar_task = bar.add_task("fine-tuning", total=total_steps, completed=state.step, loss=float("nan"))
+    bar_task = bar.add_task(label, total=total_steps, completed=state.step, loss=float("nan"))
     t0 = time.perf_counter()
     with bar:
         while state.step < total_steps and not stopped:
