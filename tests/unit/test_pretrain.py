@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import FILL, NEG, POS, make_rows, sentence, tiny_config, write_csv
+from conftest import make_rows, sentence, tiny_config, write_csv
 from transferkit.data.packing import Segment, make_pairs, pack_stream, tokenize_documents
 from transferkit.tasks.masking import IGNORE, corrupt, select
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from transferkit.config import PretrainConfig, dump_config
@@ -170,7 +169,3 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     write_pretrain_report(run_dir, summary, result.history)
     return summary
 
-
-def model_folder(path: str | Path) -> Path:
-    p = Path(path)
-    return p / "model" if (p / "model" / "config.json").is_file() else p
