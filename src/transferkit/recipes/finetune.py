@@ -40,6 +40,20 @@ def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> Path:
     return run_dir
 
 
+def start_run(cfg: Any, run_dir: Path):
+    """The accelerator of a run whose inputs are checked; the main process creates the run folder and
+    writes the resolved config (finetune and pretrain alike)."""
+    from transferkit.training.checkpoint import atomic_write_text
+    from transferkit.training.loop import make_accelerator
+
+    acc = make_accelerator(cfg.train.precision)
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.resolved.yaml", dump_config(cfg))
+    acc.wait_for_everyone()
+    return acc
+
+
 def _build_model(cfg: RunConfig, task, ref: str, tokenizer, init: str):
     from transformers import set_seed
 
@@ -68,14 +82,10 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     from transferkit.evaluation.report import write_report
     from transferkit.deploy.predictor import save_model
     from transferkit.training.checkpoint import atomic_write_text
-    from transferkit.training.loop import fit, make_accelerator
+    from transferkit.training.loop import fit
 
-    acc = make_accelerator(cfg.train.precision)
+    acc = start_run(cfg, run_dir)
     main = acc.is_main_process
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.resolved.yaml", dump_config(cfg))
-    acc.wait_for_everyone()
     log.info("data: %s", splits.report.sizes)
 
     # 2. Tokenize once.

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from transferkit.config import PretrainConfig, dump_config
+from transferkit.config import PretrainConfig
 from transferkit.errors import ConfigError, TransferkitError
 from transferkit.modeling import load as mload
 
@@ -93,7 +93,7 @@ def padding_fraction(encoded, batches) -> float:
 
 def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     from transferkit.data.corpus import load_corpus
-    from transferkit.recipes.finetune import _prepare_run_dir, peak_rss_mb
+    from transferkit.recipes.finetune import _prepare_run_dir, peak_rss_mb, start_run
     from transferkit.tasks.mlm import MaskedLMTask
 
     # 1. Checks and inputs, before anything is written.
@@ -115,14 +115,10 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     from transferkit.modeling.vocab import init_new_embeddings
     from transferkit.training.batching import epoch_batches
     from transferkit.training.checkpoint import atomic_write_text
-    from transferkit.training.loop import fit, make_accelerator
+    from transferkit.training.loop import fit
 
-    acc = make_accelerator(cfg.train.precision)
+    acc = start_run(cfg, run_dir)
     main = acc.is_main_process
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.resolved.yaml", dump_config(cfg))
-    acc.wait_for_everyone()
 
     # 2. Sequences, model.
     train, held = _encode(cfg, tokenizer, corpus, task)

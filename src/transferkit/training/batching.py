@@ -57,18 +57,7 @@ def chunk_batch(batch: list[int], lengths, chunk_tokens: int | None) -> list[lis
     same optimizer step, so the step is unchanged while peak activation memory is bounded."""
     if not chunk_tokens or not batch:
         return [batch]
-    chunks: list[list[int]] = []
-    cur: list[int] = []
-    widest = 0
-    for i in batch:
-        w = max(widest, int(lengths[i]))
-        if cur and w * (len(cur) + 1) > chunk_tokens:
-            chunks.append(cur)
-            cur, w = [], int(lengths[i])
-        cur.append(i)
-        widest = w
-    chunks.append(cur)
-    return chunks
+    return _cut(np.asarray(batch), np.asarray(lengths), len(batch), chunk_tokens)
 
 
 def eval_batches(lengths: list[int] | np.ndarray, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
