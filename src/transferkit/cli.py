@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import DataError, TransferkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Transfer learning for NLP.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and explain run configs.")
@@ -181,6 +181,25 @@ def _read_inputs(path: Optional[Path], column: str) -> list[str]:
     return ex.texts
 
 
+def _read_records(path: Path) -> list[dict]:
+    from transferkit.data.sources import check_utf8
+
+    if not path.is_file():
+        raise DataError(f"input file '{path}' does not exist.")
+    check_utf8(path)
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path} line {n}: not valid JSON ({e.msg}).") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path} line {n}: expected a JSON object.")
+            out.append(rec)
+    return out
+
+
 @app.command()
 def predict(
     run: Path = typer.Argument(..., help="Run folder (or its model/ folder)."),
@@ -190,17 +209,23 @@ def predict(
     batch_size: int = typer.Option(64, help="Examples per forward pass."),
     int8: bool = typer.Option(False, "--int8", help="int8 dynamic quantization (CPU): faster, slightly less exact."),
 ) -> None:
-    """Predict labels and probabilities for new texts; one JSON object per line."""
+    """Predict for new inputs (texts; JSONL records for NER, QA and relations); one JSON object per line."""
     _setup_logging(quiet=True)
     try:
         from transferkit.deploy.predictor import Predictor
 
-        texts = _read_inputs(input, text_column)
-        preds = Predictor.load(run, int8=int8).predict(texts, batch_size=batch_size)
+        predictor = Predictor.load(run, int8=int8)
+        structured = hasattr(predictor.task, "examples_for_prediction")
+        if structured and input is not None and input.suffix.lower() in (".jsonl", ".json"):
+            items: list = _read_records(input)  # NER {text} or {tokens}; QA {question, context}; RE {text, head, tail}
+        else:
+            items = _read_inputs(input, text_column)
+        preds = predictor.predict(items, batch_size=batch_size)
     except TransferkitError as e:
         _fail(e)
         return
-    lines = [json.dumps({"text": t, **p}, ensure_ascii=False) for t, p in zip(texts, preds)]
+    lines = [json.dumps({**(t if isinstance(t, dict) else {"text": t}), **p}, ensure_ascii=False)
+             for t, p in zip(items, preds)]
     if output:
         output.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
     else:

@@ -51,7 +51,7 @@ class SplitConfig(Section):
 class DataConfig(Section):
     source: str | None = Field(
         None,
-        description="Built-in dataset (rotten_tomatoes, bbc_news, chinese_reviews), a file "
+        description="Built-in dataset (rotten_tomatoes, bbc_news, chinese_reviews; peoples_daily_ner for NER), a file "
         "(.csv/.tsv/.jsonl), a saved `datasets` folder, or a hub dataset name. One source is split "
         "into train/validation/test by `split`.",
     )
@@ -88,9 +88,61 @@ class DataConfig(Section):
         return self
 
 
+class NerConfig(Section):
+    scheme: Literal["bio", "bioes", "io"] = Field(
+        "bio", description="Tagging scheme the model predicts. Input files may use BIO, IOB1, BIOES or IO: "
+        "they are read as entity spans and converted."
+    )
+    label_subtokens: Literal["first", "all"] = Field(
+        "first", description="'first': a word's tag on its first sub-word (the others are ignored by the loss); "
+        "'all': on every sub-word, B- turned into I- on continuations."
+    )
+    stride: int | None = Field(
+        None, ge=0, description="Sentences longer than model.max_length are cut into windows overlapping by this "
+        "many sub-words (default: a quarter of the window); each word is predicted from the window where it is "
+        "farthest from an edge."
+    )
+    tokens_column: str = Field("tokens", description="JSONL field holding the words.")
+    tags_column: str = Field("tags", description="JSONL field holding one tag per word.")
+    entities_column: str = Field(
+        "entities", description="JSONL field of character-span entities ({start, end, label}) beside data.text_column."
+    )
+
+
+class RelationConfig(Section):
+    markers: Literal["typed", "plain"] = Field(
+        "typed", description="Entity markers inserted around the two spans: 'typed' carries the entity types "
+        "(<e1:PER> ... </e1:PER>) when the data gives them, 'plain' is <e1> ... </e1>. Added to the tokenizer."
+    )
+    pooling: Literal["markers", "cls"] = Field(
+        "markers", description="Representation fed to the head: the start markers' states (concatenated), or [CLS]."
+    )
+    no_relation: str = Field(
+        "no_relation", description="The label meaning 'no relation'; excluded from the micro-F1."
+    )
+    head_column: str = Field("head", description="JSONL field of the head entity: {start, end[, type]}.")
+    tail_column: str = Field("tail", description="JSONL field of the tail entity: {start, end[, type]}.")
+
+
+class QAConfig(Section):
+    doc_stride: int = Field(
+        128, ge=0, description="Contexts longer than the window are cut into windows overlapping by this many tokens."
+    )
+    max_answer_length: int = Field(30, ge=1, description="Longest answer considered, in tokens.")
+    n_best: int = Field(20, ge=1, description="Start and end candidates considered per window.")
+    null_threshold: float = Field(
+        0.0, description="SQuAD v2: answer 'no answer' when its score beats the best span's by more than this."
+    )
+    version_2: bool | None = Field(
+        None, description="Allow unanswerable questions (SQuAD v2). Default: true when the training data has some."
+    )
+
+
 class TaskConfig(Section):
-    type: Literal["text_classification"] = Field(
-        "text_classification", description="The task. More tasks plug in through the Task protocol."
+    type: Literal["text_classification", "token_classification", "relation_extraction",
+                  "question_answering"] = Field(
+        "text_classification", description="The task: text_classification, token_classification (NER), "
+        "relation_extraction or question_answering (extractive)."
     )
     pooling: Literal["cls", "mean"] = Field(
         "cls",
@@ -102,6 +154,9 @@ class TaskConfig(Section):
     labels: list[str] | None = Field(
         None, description="Label names in order. Default: sorted labels found in the training data."
     )
+    ner: NerConfig = Field(default_factory=NerConfig, description="token_classification settings.")
+    relation: RelationConfig = Field(default_factory=RelationConfig, description="relation_extraction settings.")
+    qa: QAConfig = Field(default_factory=QAConfig, description="question_answering settings.")
 
 
 class OptimizerConfig(Section):
@@ -176,8 +231,13 @@ class FreezeConfig(Section):
 
 class EarlyStoppingConfig(Section):
     enabled: bool = Field(True, description="Stop when the validation metric stops improving.")
-    metric: str = Field("accuracy", description="Validation metric to watch (accuracy, macro_f1, loss...).")
-    mode: Literal["max", "min"] = Field("max", description="Whether larger or smaller is better.")
+    metric: str | None = Field(
+        None, description="Validation metric to watch (accuracy, macro_f1, f1, exact_match, loss...). Default: the "
+        "task's main metric (accuracy; micro F1 for multilabel; entity F1 for NER; relation F1; SQuAD F1)."
+    )
+    mode: Literal["max", "min"] | None = Field(
+        None, description="Whether larger or smaller is better. Default: 'min' for losses, else 'max'."
+    )
     patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as an improvement.")
 

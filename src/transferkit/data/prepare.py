@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from datasets import DatasetDict
@@ -37,32 +38,45 @@ class Splits:
         return iter((self.train, self.validation, self.test))
 
 
-def _read(cfg: DataConfig) -> tuple[dict[str, Examples], str]:
-    def convert(ds, where: str, name: str) -> Examples:
-        return to_examples(ds, text_column=cfg.text_column, label_column=cfg.label_column,
-                           text_pair_column=cfg.text_pair_column, where=where, name=name)
+#: A task's own reader (token, span and pair tasks): a source or file -> Examples per raw split name.
+Reader = Callable[[str, DataConfig], dict[str, Examples]]
 
+
+def _columns_reader(ref: str, cfg: DataConfig) -> dict[str, Examples]:
+    """The default reader: text (+ pair) and label columns of a table, built-in or hub dataset."""
+    dd: DatasetDict = read_source(ref) if ref == cfg.source else DatasetDict({"train": read_file(ref)})
+    return {split: to_examples(ds, text_column=cfg.text_column, label_column=cfg.label_column,
+                               text_pair_column=cfg.text_pair_column,
+                               where=ref if len(dd) == 1 else f"{ref}[{split}]", name=split)
+            for split, ds in dd.items()}
+
+
+def _read(cfg: DataConfig, read: Reader) -> tuple[dict[str, Examples], str]:
     out: dict[str, Examples] = {}
     if cfg.source:
-        dd: DatasetDict = read_source(cfg.source)
-        for split, ds in dd.items():
+        found = read(cfg.source, cfg)
+        for split, ex in found.items():
             name = SPLIT_ALIASES.get(split)
             if name and name not in out:
-                where = cfg.source if len(dd) == 1 else f"{cfg.source}[{split}]"
-                out[name] = convert(ds, where, name)
+                ex.name = name
+                out[name] = ex
         if "train" not in out:
-            raise DataError(f"{cfg.source}: no 'train' split; found {list(dd.keys())}.")
+            raise DataError(f"{cfg.source}: no 'train' split; found {list(found)}.")
         return out, cfg.source
     for name in ("train", "validation", "test"):
         path = getattr(cfg, name)
         if path:
-            out[name] = convert(read_file(path), path, name)
+            found = read(path, cfg)
+            ex = found.get("train") or next(iter(found.values()))
+            ex.name = name
+            out[name] = ex
     return out, str(cfg.train)
 
 
-def load_splits(cfg: DataConfig) -> Splits:
-    """Read, check, de-duplicate, split. Raises DataError naming file and row on bad data."""
-    parts, where = _read(cfg)
+def load_splits(cfg: DataConfig, read: Reader | None = None) -> Splits:
+    """Read, check, de-duplicate, split. Raises DataError naming file and row on bad data.
+    `read`: the task's reader for structured data (default: text and label columns)."""
+    parts, where = _read(cfg, read or _columns_reader)
     for ex in parts.values():
         check_texts(ex)
         check_labels_present(ex)

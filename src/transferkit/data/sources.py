@@ -29,6 +29,11 @@ class Examples:
     text_pairs: list[str] | None = None
     name: str = "data"
     meta: dict[str, Any] = field(default_factory=dict)
+    #: structured inputs of token, span and pair tasks (tokens, spans, question + context); `texts` then
+    #: holds a plain-text key used for de-duplication, leakage removal and empty checks
+    inputs: list[Any] | None = None
+    #: stratify splits and samples on the label (classification); structured labels are split at random
+    stratify: bool = True
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -40,6 +45,8 @@ class Examples:
             origin=[self.origin[i] for i in idx],
             text_pairs=[self.text_pairs[i] for i in idx] if self.text_pairs is not None else None,
             name=name or self.name,
+            inputs=[self.inputs[i] for i in idx] if self.inputs is not None else None,
+            stratify=self.stratify,
         )
 
 

@@ -72,8 +72,12 @@ def remove_leakage(train: Examples, others: list[Examples]) -> dict[str, int]:
     return removed
 
 
-def _strata(labels: list) -> list[str] | None:
-    """Stratify on the label (multilabel: on the sorted label set) when every class can be split."""
+def _strata(ex: Examples) -> list[str] | None:
+    """Stratify on the label (multilabel: on the sorted label set) when every class can be split.
+    Structured labels (tag sequences, answers) are not stratified."""
+    if not ex.stratify:
+        return None
+    labels = ex.labels
     keys = [",".join(sorted(map(str, y))) if isinstance(y, list) else str(y) for y in labels]
     counts = Counter(keys)
     if min(counts.values()) < 2:
@@ -83,8 +87,8 @@ def _strata(labels: list) -> list[str] | None:
 
 def stratified_split(ex: Examples, val: float, test: float, seed: int) -> tuple[Examples, Examples, Examples]:
     idx = list(range(len(ex)))
-    strata = _strata(ex.labels)
-    if strata is None:
+    strata = _strata(ex)
+    if strata is None and ex.stratify:
         log.warning("some class has a single example: splitting without stratification")
     rest, test_idx = train_test_split(idx, test_size=test, random_state=seed, stratify=strata)
     strata_rest = [strata[i] for i in rest] if strata else None
@@ -103,7 +107,7 @@ def stratified_split(ex: Examples, val: float, test: float, seed: int) -> tuple[
 def stratified_sample(ex: Examples, n: int, seed: int) -> Examples:
     if n >= len(ex):
         return ex
-    strata = _strata(ex.labels)
+    strata = _strata(ex)
     keep, _ = train_test_split(list(range(len(ex))), train_size=n, random_state=seed, stratify=strata)
     return ex.subset(sorted(keep))
 
@@ -111,5 +115,5 @@ def stratified_sample(ex: Examples, n: int, seed: int) -> Examples:
 def split_off(ex: Examples, frac: float, seed: int) -> tuple[Examples, Examples]:
     """Hold out a stratified fraction of `ex` (when only one of validation/test was given)."""
     idx = list(range(len(ex)))
-    keep, held = train_test_split(idx, test_size=frac, random_state=seed, stratify=_strata(ex.labels))
+    keep, held = train_test_split(idx, test_size=frac, random_state=seed, stratify=_strata(ex))
     return ex.subset(sorted(keep), "train"), ex.subset(sorted(held))

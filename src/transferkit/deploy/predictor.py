@@ -11,7 +11,7 @@ import torch
 
 from transferkit.data.sources import Examples
 from transferkit.errors import ModelError
-from transferkit.evaluation.evaluate import infer
+from transferkit.evaluation.evaluate import infer, predictions
 
 MEAN_HEAD = "BertMeanPoolingForSequenceClassification"
 
@@ -33,11 +33,11 @@ def save_model(model: torch.nn.Module, tokenizer: Any, task: Any, out: Path) -> 
 
 
 def load_task(desc: dict[str, Any]):
-    if desc["task"] == "text_classification":
-        from transferkit.tasks.classification import ClassificationTask
+    from transferkit.tasks import TASKS, task_class
 
-        return ClassificationTask.from_description(desc)
-    raise ModelError(f"task.json names an unknown task '{desc['task']}'")
+    if desc.get("task") not in TASKS:
+        raise ModelError(f"task.json names an unknown task '{desc.get('task')}'; known: {', '.join(TASKS)}")
+    return task_class(desc["task"]).from_description(desc)
 
 
 class Predictor:
@@ -58,6 +58,8 @@ class Predictor:
         config = AutoConfig.from_pretrained(d)
         if MEAN_HEAD in (config.architectures or []):
             from transferkit.modeling.heads import BertMeanPoolingForSequenceClassification as head_cls
+        elif hasattr(task, "model_class"):
+            head_cls = task.model_class()
         else:
             head_cls = AutoModelForSequenceClassification
         model = head_cls.from_pretrained(d)
@@ -70,13 +72,26 @@ class Predictor:
             model = quantize_int8(model)
         return cls(model, AutoTokenizer.from_pretrained(d), task, device)
 
-    def predict_scores(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64):
-        ex = Examples(texts=list(texts), labels=[None] * len(texts), origin=[""] * len(texts), text_pairs=pairs)
-        encoded = self.task.encode(self.tokenizer, ex)
-        scores, _ = infer(self.task, self.model, encoded, device=self.device, batch_size=batch_size)
-        return scores
+    def examples(self, inputs: list[Any], pairs: list[str] | None = None) -> Examples:
+        """Raw inputs -> Examples: texts (+ pairs) for classification; the task's own forms otherwise
+        (text or words for NER, {question, context} for QA, {text, head, tail} for relations)."""
+        make = getattr(self.task, "examples_for_prediction", None)
+        if make is not None:
+            return make(list(inputs), pairs)
+        texts = [str(t) for t in inputs]
+        return Examples(texts=texts, labels=[None] * len(texts), origin=[""] * len(texts), text_pairs=pairs)
 
-    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
-        if not texts:
+    def predict_scores(self, inputs: list[Any], pairs: list[str] | None = None, batch_size: int = 64):
+        """Per-example scores (class probabilities; per-word tag probabilities for NER; ...)."""
+        return self._run(inputs, pairs, batch_size)[0]
+
+    def _run(self, inputs: list[Any], pairs: list[str] | None, batch_size: int):
+        encoded = self.task.encode(self.tokenizer, self.examples(inputs, pairs))
+        scores, _ = infer(self.task, self.model, encoded, device=self.device, batch_size=batch_size)
+        return predictions(self.task, encoded, scores), encoded
+
+    def predict(self, inputs: list[Any], pairs: list[str] | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
+        if not inputs:
             return []
-        return self.task.decode(self.predict_scores(texts, pairs, batch_size))
+        preds, encoded = self._run(inputs, pairs, batch_size)
+        return self.task.decode(preds, encoded)

@@ -1,4 +1,9 @@
-"""Inference over an encoded split: length-sorted batches, no padding waste, results in input order."""
+"""Inference over an encoded split: length-sorted batches, no padding waste, results in input order.
+
+Scores are per feature. Sequence-level tasks give one fixed-width row per feature (stacked into an
+array); token-level tasks (`task.token_level`) give one row per token, trimmed to the feature's length
+(a list of arrays of different lengths). `task.postprocess` then turns feature scores into one
+prediction per example (merging sliding windows, decoding answer spans)."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from transferkit.training.batching import eval_batches
 
 @torch.inference_mode()
 def infer(task: Task, model: nn.Module, encoded: Encoded, *, device: torch.device | str = "cpu",
-          batch_size: int = 64, accelerator: Any = None) -> tuple[np.ndarray, float | None]:
+          batch_size: int = 64, accelerator: Any = None) -> tuple[np.ndarray | list[np.ndarray], float | None]:
     """Scores for every example (in input order) and the mean loss when labels are present.
 
     With an accelerator of several processes, each process scores a disjoint share and the shares are
@@ -24,7 +29,8 @@ def infer(task: Task, model: nn.Module, encoded: Encoded, *, device: torch.devic
     was_training = model.training
     model.eval()
     idx_out: list[int] = []
-    score_out: list[np.ndarray] = []
+    score_out: list[np.ndarray] = []  # one entry per feature
+    token_level = getattr(task, "token_level", False)
     loss_sum, n_loss = 0.0, 0
     for batch_idx in eval_batches(encoded.lengths, batch_size, rank, world):
         batch = task.collate([encoded.features[i] for i in batch_idx])
@@ -33,7 +39,12 @@ def infer(task: Task, model: nn.Module, encoded: Encoded, *, device: torch.devic
         if "labels" in batch:
             loss_sum += float(task.loss(outputs, batch)) * len(batch_idx)
             n_loss += len(batch_idx)
-        score_out.append(task.scores(outputs).cpu().numpy())
+        scores = task.scores(outputs).cpu().numpy()
+        if token_level:
+            lengths = batch["attention_mask"].sum(dim=1).tolist()
+            score_out.extend(row[:k] for row, k in zip(scores, lengths))
+        else:
+            score_out.extend(scores)
         idx_out.extend(batch_idx)
     model.train(was_training)
     if world > 1:
@@ -43,14 +54,24 @@ def infer(task: Task, model: nn.Module, encoded: Encoded, *, device: torch.devic
         idx_out = [i for p in parts for i in p[0]]
         score_out = [s for p in parts for s in p[1]]
         loss_sum, n_loss = sum(p[2] for p in parts), sum(p[3] for p in parts)
-    scores = np.concatenate(score_out) if score_out else np.zeros((0,))
-    ordered = np.empty_like(scores)
-    ordered[np.asarray(idx_out, dtype=int)] = scores
-    return ordered, (loss_sum / n_loss if n_loss else None)
+    ordered: list[np.ndarray] = [None] * len(score_out)  # type: ignore[list-item]
+    for i, row in zip(idx_out, score_out):
+        ordered[i] = row
+    if token_level:
+        return ordered, (loss_sum / n_loss if n_loss else None)
+    return (np.stack(ordered) if ordered else np.zeros((0,))), (loss_sum / n_loss if n_loss else None)
 
 
-def evaluate(task: Task, model: nn.Module, encoded: Encoded, **kw: Any) -> tuple[dict[str, Any], np.ndarray]:
+def predictions(task: Task, encoded: Encoded, scores: Any) -> Any:
+    """Per-example predictions from per-feature scores (identity for one feature per example)."""
+    post = getattr(task, "postprocess", None)
+    return post(scores, encoded) if post else scores
+
+
+def evaluate(task: Task, model: nn.Module, encoded: Encoded, **kw: Any) -> tuple[dict[str, Any], Any]:
+    """Metrics of the model on `encoded` (with its loss when labelled) and the per-example predictions."""
     scores, loss = infer(task, model, encoded, **kw)
+    scores = predictions(task, encoded, scores)
     metrics = task.metrics(scores, task.gold(encoded))
     if loss is not None:
         metrics["loss"] = loss

@@ -109,7 +109,8 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
     metric = summary["metric"]
     transfer = summary["transfer"]
     sections: list[tuple[str, list[list[str]] | None, str | None]] = []
-    rows = [[NAMES[k], transfer[k][metric], transfer[k].get("macro_f1", float("nan")),
+    second = next((m for m in ("macro_f1", "exact_match") if m in transfer["fine_tuned"] and m != metric), None)
+    rows = [[NAMES[k], transfer[k][metric], transfer[k].get(second, float("nan")),
              f"{(transfer[k][metric] - transfer['majority'][metric]) * 100:+.1f} pts" if "majority" in transfer else ""]
             for k in PRIMARY_ORDER if k in transfer]
     gain = ""
@@ -120,7 +121,8 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
         d = transfer["fine_tuned"][metric] - transfer["scratch"][metric]
         gain += f"Pretraining is worth {d * 100:+.1f} points over the same model trained from scratch."
     sections.append(("Transfer: what the pretrained weights bought",
-                     _table(["model", f"test {metric}", "test macro F1", "over majority"], rows), gain or None))
+                     _table(["model", f"test {metric}", f"test {second or 'macro_f1'}", "over majority"], rows),
+                     gain or None))
     per_class = summary["test"].get("per_class", {})
     sections.append(("Test metrics per class", _table(
         ["label", "precision", "recall", "F1", "support"],
@@ -154,10 +156,11 @@ def write_report(run_dir: Path, summary: dict[str, Any], history: list[dict[str,
     if curves:
         plots.append(("Training and validation curves", curves))
     if "confusion_matrix" in summary["test"]:
+        names = summary["test"].get("confusion_labels", summary["labels"])
         plots.append(("Confusion matrix (test)", plot_confusion(summary["test"]["confusion_matrix"],
-                                                                summary["labels"], run_dir / "confusion.png")))
-    lead = (f"Task: {summary['task']} · labels: {', '.join(summary['labels'])} · "
-            f"test {metric}: **{summary['test'][metric]:.4f}**")
+                                                                names, run_dir / "confusion.png")))
+    labels = f" · labels: {', '.join(summary['labels'])}" if summary["labels"] else ""
+    lead = f"Task: {summary['task']}{labels} · test {metric}: **{summary['test'][metric]:.4f}**"
     return _write(run_dir, f"transferkit report: {summary['name']}", lead, build_sections(summary), plots)
 
 

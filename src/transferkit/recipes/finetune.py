@@ -71,7 +71,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     ref = mload.resolve(cfg.model.path)
     tokenizer = mload.load_tokenizer(ref)
     task = build_task(cfg)
-    splits = load_splits(cfg.data)
+    splits = load_splits(cfg.data, getattr(task, "read", None))
     task.fit_labels(splits.train)
     task.check(splits.validation)
     task.check(splits.test)
@@ -99,9 +99,11 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
         if resume and base_path.exists():
             transfer = json.loads(base_path.read_text())
         else:
-            if cfg.compare.majority:
+            # majority and linear probe are defined for classification (one label per example)
+            per_example = task.name == "text_classification"
+            if cfg.compare.majority and per_example:
                 transfer["majority"] = majority_baseline(task, train, test)
-            if cfg.compare.linear_probe and cfg.model.init == "pretrained":
+            if cfg.compare.linear_probe and cfg.model.init == "pretrained" and per_example:
                 log.info("linear probe on frozen pretrained features...")
                 # the model's encoder still holds the pretrained weights: fit() has not run yet
                 transfer["linear_probe"] = linear_probe(model.base_model, task, train, test, seed=cfg.train.seed)
@@ -127,9 +129,11 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     save_model(acc.unwrap_model(model), tokenizer, task, run_dir / "model")
     metric = task.primary_metric
     summary = {
-        "name": cfg.name, "task": task.name, "labels": task.labels, "metric": metric,
+        "name": cfg.name, "task": task.name, "metric": metric,
+        "labels": getattr(task, "types", None) or task.labels,  # NER: entity types, not tags
         "model": cfg.model.path, "test": test_metrics,
-        "transfer": {k: {m: v[m] for m in (metric, "macro_f1") if m in v} for k, v in transfer.items()},
+        "transfer": {k: {m: v[m] for m in (metric, "macro_f1", "exact_match") if m in v}
+                     for k, v in transfer.items()},
         "data": splits.report.as_dict(),
         "train": {"steps": result.steps, "epochs": result.epochs_completed, "stopped_early": result.stopped_early,
                   "best_step": result.best_step, "best_validation": result.best_metric,

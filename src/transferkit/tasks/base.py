@@ -57,8 +57,15 @@ class Task(Protocol):
     def gold(self, encoded: Encoded) -> Any:
         """Gold labels of an encoded split, in the layout `metrics` expects."""
 
-    def decode(self, scores: Any) -> list[dict[str, Any]]:
-        """Human-readable predictions."""
+    def decode(self, scores: Any, encoded: Encoded | None = None) -> list[dict[str, Any]]:
+        """Human-readable predictions (`encoded` gives access to the inputs, e.g. for character offsets)."""
+
+    # Optional members, for tasks whose examples are not one text and one label:
+    #   token_level: bool -- scores are per token (infer trims them to each feature's length)
+    #   read(ref, data_cfg) -> {split: Examples} -- the task's own data reader (CoNLL, SQuAD, ...)
+    #   postprocess(scores, encoded) -> per-example predictions (merge sliding windows, decode spans)
+    #   examples_for_prediction(inputs, pairs) -> Examples from raw inputs (predict / serve)
+    #   model_class() -> the transformers Auto class that loads the saved model folder
 
     def describe(self) -> dict[str, Any]:
         """What goes into task.json so that predict/serve rebuild the task without the config."""

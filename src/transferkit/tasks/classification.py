@@ -24,6 +24,7 @@ class ClassificationTask:
     max_length: int = 128
     pad_token_id: int = 0
     name: str = "text_classification"
+    token_level = False  # one fixed-width score row per example
 
     @classmethod
     def from_config(cls, cfg) -> ClassificationTask:
@@ -181,7 +182,7 @@ class ClassificationTask:
                                    "support": int(s[i])} for i, name in enumerate(self.labels)}
         return out
 
-    def decode(self, scores: Any) -> list[dict[str, Any]]:
+    def decode(self, scores: Any, encoded: Encoded | None = None) -> list[dict[str, Any]]:
         out = []
         for row in np.asarray(scores):
             probs = {name: round(float(v), 6) for name, v in zip(self.labels, row)}

@@ -113,7 +113,9 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
 
     optimizer = build_optimizer(model, cfg.optimizer, acc.device.type)
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps)
-    stopper = EarlyStopping(metric=early.metric, mode=early.mode, patience=early.patience,
+    watch = early.metric or task.primary_metric
+    mode = early.mode or ("min" if watch.endswith("loss") else "max")
+    stopper = EarlyStopping(metric=watch, mode=mode, patience=early.patience,
                             min_delta=early.min_delta, enabled=early.enabled)
     state = LoopState()
     metrics_offset = None
