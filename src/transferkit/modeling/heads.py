@@ -1,4 +1,4 @@
-"""Classification heads that transformers has no class for.
+"""Heads that transformers has no class for (mean-pooled classification, entity-marker relations).
 
 This file is copied into saved model folders (transformers does it through `register_for_auto_class`), so
 that `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` and
@@ -48,3 +48,42 @@ class BertMeanPoolingForSequenceClassification(BertPreTrainedModel):
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class BertForRelationClassification(BertPreTrainedModel):
+    """BERT encoder -> the states of the head and tail start markers, concatenated -> dropout -> linear.
+
+    The marker token ids are in the config (`head_marker_ids`, `tail_marker_ids`: every typed and plain
+    start marker of each role), so the model finds the positions itself from `input_ids` and a saved folder
+    works with `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` on
+    marked text. When a marker is missing (a window cut it off), position 0 ([CLS]) is read instead.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(drop)
+        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def marker_positions(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def first(ids: list[int]) -> torch.Tensor:
+            hit = torch.isin(input_ids, torch.tensor(ids, device=input_ids.device))
+            # argmax of a 0/1 row is its first 1; rows with no marker give 0 ([CLS])
+            return hit.int().argmax(dim=1)
+
+        return first(self.config.head_marker_ids), first(self.config.tail_marker_ids)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        hidden = out.last_hidden_state
+        h, t = self.marker_positions(input_ids)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        pooled = torch.cat([hidden[rows, h], hidden[rows, t]], dim=-1)
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
