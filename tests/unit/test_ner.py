@@ -170,3 +170,12 @@ def test_long_sentence_windows_merge_to_one_prediction_per_word(tiny_model):
         for pos, (w, y) in enumerate(zip(f["word_ids"], f["labels"])):
             if w is not None and (pos == 0 or f["word_ids"][pos - 1] != w):
                 assert task.labels[y] == ("B-X" if words[w] == "great" else "O")
+
+
+def test_peoples_daily_builtin_maps_tags_and_merges_person_names():
+    recs = tagging.peoples_daily_ner()
+    assert len(recs) > 40000
+    first = next(r for r in recs if r["text"] == "中共中央总书记、国家主席江泽民")
+    assert [(first["text"][first["offsets"][s][0]:first["offsets"][e - 1][1]], t) for s, e, t in first["spans"]] == [
+        ("中共中央", "ORG"), ("江泽民", "PER")]  # 江/nr 泽民/nr is one person
+    assert all(len(w) == 1 for r in recs[:200] for w in r["tokens"])  # character level
