@@ -125,8 +125,9 @@ class RelationConfig(Section):
 
 
 class QAConfig(Section):
-    doc_stride: int = Field(
-        128, ge=0, description="Contexts longer than the window are cut into windows overlapping by this many tokens."
+    doc_stride: int | None = Field(
+        None, ge=0, description="Contexts longer than the window are cut into windows overlapping by this many "
+        "tokens (default: a quarter of model.max_length)."
     )
     max_answer_length: int = Field(30, ge=1, description="Longest answer considered, in tokens.")
     n_best: int = Field(20, ge=1, description="Start and end candidates considered per window.")

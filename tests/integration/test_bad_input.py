@@ -120,3 +120,21 @@ def test_config_validate_exit_codes(tiny_model, sentiment_csv, tmp_path):
     assert "2 problem(s)" in bad.stderr and "train -> batch_size" in bad.stderr and "task -> pooling" in bad.stderr
     explained = runner.invoke(app, ["config", "explain", str(good), "train.seed=3"])
     assert explained.exit_code == 0 and "train.seed" in explained.stdout
+
+
+def test_structured_task_bad_records_stop_the_run(tiny_model, tmp_path):
+    """NER tags that do not align, a relation span outside its text, a QA answer not in its context."""
+    ner = write_jsonl(tmp_path / "ner.jsonl", [{"tokens": ["a", "b"], "tags": ["O", "B-X"]}] * 5
+                      + [{"tokens": ["a", "b", "c"], "tags": ["O", "O"]}])
+    cfg = tiny_config(tiny_model, ner, tmp_path / "runs", task={"type": "token_classification"})
+    _assert_rejected(tmp_path, *_finetune(tmp_path, cfg), "ner.jsonl line 6: 3 tokens but 2 tags")
+
+    rel = write_jsonl(tmp_path / "rel.jsonl", [{"text": "ab cd", "head": {"start": 0, "end": 2},
+                                                "tail": {"start": 3, "end": 9}, "label": "r"}])
+    cfg = tiny_config(tiny_model, rel, tmp_path / "runs", task={"type": "relation_extraction"})
+    _assert_rejected(tmp_path, *_finetune(tmp_path, cfg), "rel.jsonl line 1: tail span 3-9 lies outside the text")
+
+    qa = write_jsonl(tmp_path / "qa.jsonl", [{"question": "who?", "context": "Ada wrote it.",
+                                              "answers": [{"text": "Grace", "answer_start": 0}]}])
+    cfg = tiny_config(tiny_model, qa, tmp_path / "runs", task={"type": "question_answering"})
+    _assert_rejected(tmp_path, *_finetune(tmp_path, cfg), "qa.jsonl line 1: the answer 'Grace' is not in the context")

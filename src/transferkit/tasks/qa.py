@@ -136,7 +136,7 @@ class QuestionAnsweringTask:
     @classmethod
     def from_config(cls, cfg) -> QuestionAnsweringTask:
         q = cfg.task.qa
-        stride = q.doc_stride
+        stride = cfg.model.max_length // 4 if q.doc_stride is None else q.doc_stride
         if stride >= cfg.model.max_length // 2:
             raise ConfigError([f"task -> qa -> doc_stride: {stride} must be less than half of model.max_length "
                                f"({cfg.model.max_length}); e.g. max_length 384 with doc_stride 128"])
