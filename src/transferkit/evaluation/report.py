@@ -123,10 +123,13 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
     sections.append(("Transfer: what the pretrained weights bought",
                      _table(["model", f"test {metric}", f"test {second or 'macro_f1'}", "over majority"], rows),
                      gain or None))
+    scalars = [[k, v] for k, v in summary["test"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    sections.append(("Test metrics", _table(["metric", "value"], scalars), None))
     per_class = summary["test"].get("per_class", {})
-    sections.append(("Test metrics per class", _table(
-        ["label", "precision", "recall", "F1", "support"],
-        [[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in per_class.items()]), None))
+    if per_class:
+        sections.append(("Test metrics per class", _table(
+            ["label", "precision", "recall", "F1", "support"],
+            [[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in per_class.items()]), None))
     d = summary["data"]
     data_rows = [["train / validation / test", " / ".join(str(d["sizes"][s]) for s in ("train", "validation", "test"))],
                  ["duplicates removed", d["duplicates_removed_within"]],
