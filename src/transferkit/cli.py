@@ -153,12 +153,12 @@ def _print_summary(s: dict, run_dir: Path) -> None:
     table.add_column(f"test {metric}", justify="right")
     second = "exact_match" if "exact_match" in s["transfer"]["fine_tuned"] else "macro_f1"
     table.add_column(second.replace("_", " ").replace("f1", "F1"), justify="right")
-    from transferkit.evaluation.report import NAMES, PRIMARY_ORDER
+    from transferkit.evaluation.report import PRIMARY_ORDER, name_of
 
     for k in PRIMARY_ORDER:
         if k in s["transfer"]:
             row = s["transfer"][k]
-            table.add_row(NAMES[k], f"{row[metric]:.4f}", f"{row.get(second, float('nan')):.4f}")
+            table.add_row(name_of(s, k), f"{row[metric]:.4f}", f"{row.get(second, float('nan')):.4f}")
     out.print(table)
     t = s["train"]
     out.print(f"training: {t['steps']} steps, {t['seconds']:.0f} s, {t['samples_per_s']:.1f} samples/s, "

@@ -149,7 +149,9 @@ def test_relation_extraction_end_to_end(tiny_model, tmp_path):
                       train={"optimizer": {"lr": 5e-3}, "epochs": 8, "batch_size": 16, "seed": 7})
     summary = run(load_config(write_config(tmp_path / "re.yaml", raw)), progress=False)
     assert summary["metric"] == "f1" and summary["test"]["f1"] > 0.9
-    assert "majority" not in summary["transfer"]
+    # the synthetic data is balanced within each type pair, so the types alone find no relation
+    assert summary["transfer"]["majority"]["f1"] == 0.0
+    assert "| Majority label per entity-type pair |" in (tmp_path / "re" / "report.md").read_text()
     desc = json.loads((tmp_path / "re" / "model" / "task.json").read_text())
     assert desc["entity_types"] == ["ORG", "PER"] and desc["pooling"] == "markers"
 
@@ -175,3 +177,23 @@ def test_builtin_bbc_relations_spans_match_the_corpus():
         for s in (inp["head"], inp["tail"]):
             span = inp["text"][s["start"]:s["end"]]
             assert span and span == span.strip() and s["type"] in ("PER", "ORG", "LOC")
+
+
+def test_majority_baseline_is_per_entity_type_pair(tiny_model):
+    from transformers import AutoTokenizer
+
+    from transferkit.evaluation.compare import majority_baseline
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    task = RelationExtractionTask(labels=["no_relation", "per:employee_of", "org:based_in"], max_length=64)
+    per_org = {"text": TEXT, "head": H, "tail": T}
+    org_loc = {"text": TEXT, "head": T, "tail": {"start": 31, "end": 37, "type": "LOC"}}
+    train = Examples(texts=list("abcde"), labels=["per:employee_of", "per:employee_of", "no_relation",
+                                                  "org:based_in", "no_relation"], origin=list("abcde"),
+                     inputs=[per_org, per_org, per_org, org_loc, {**per_org, "head": T, "tail": H}])
+    task.fit_labels(train)
+    test = Examples(texts=["x", "y"], labels=["per:employee_of", "no_relation"], origin=["x", "y"],
+                    inputs=[per_org, org_loc])
+    m = majority_baseline(task, task.encode(tok, train), task.encode(tok, test))
+    assert m["accuracy"] == 0.5  # PER->ORG: employee_of (right); ORG->LOC: based_in (wrong, gold none)
+    assert (m["precision"], m["recall"]) == (0.5, 1.0)

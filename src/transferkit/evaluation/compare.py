@@ -21,8 +21,12 @@ from transferkit.training.batching import eval_batches
 
 
 def majority_baseline(task: Task, train: Encoded, test: Encoded) -> dict[str, Any]:
+    """The most frequent training label (multilabel: each label's majority value); a task may define its
+    own `majority_scores` (relations: the most frequent label of each entity-type pair)."""
     gold_train = task.gold(train)
     gold_test = task.gold(test)
+    if hasattr(task, "majority_scores"):
+        return task.metrics(task.majority_scores(train, test), gold_test)
     if gold_train.ndim == 2:  # multilabel: predict each label's majority value
         scores = np.tile((gold_train.mean(axis=0) >= 0.5).astype(float), (len(test), 1))
     else:

@@ -13,6 +13,11 @@ NAMES = {"majority": "Majority class", "linear_probe": "Linear probe (frozen pre
          "scratch": "Same architecture from scratch", "fine_tuned": "Fine-tuned (transferkit)"}
 
 
+def name_of(summary: dict[str, Any], key: str) -> str:
+    """A transfer row's display name; a task may rename its majority baseline (relations: per type pair)."""
+    return summary.get("baseline_names", {}).get(key, NAMES[key])
+
+
 def _plt():
     import matplotlib
 
@@ -68,12 +73,12 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path) -> Pa
     return path
 
 
-def plot_transfer(rows: dict[str, dict[str, Any]], metric: str, path: Path) -> Path:
+def plot_transfer(rows: dict[str, dict[str, Any]], metric: str, path: Path, names: dict[str, str] | None = None) -> Path:
     plt = _plt()
     keys = [k for k in PRIMARY_ORDER if k in rows]
     vals = [rows[k][metric] for k in keys]
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    bars = ax.barh([NAMES[k] for k in keys], vals, color=["#bbb", "#8ab", "#db8", "#2a7"][: len(keys)])
+    bars = ax.barh([(names or {}).get(k, NAMES[k]) for k in keys], vals, color=["#bbb", "#8ab", "#db8", "#2a7"][: len(keys)])
     for b, v in zip(bars, vals):
         ax.text(v, b.get_y() + b.get_height() / 2, f" {v:.3f}", va="center")
     ax.set_xlim(0, 1.08)
@@ -110,7 +115,7 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
     transfer = summary["transfer"]
     sections: list[tuple[str, list[list[str]] | None, str | None]] = []
     second = next((m for m in ("macro_f1", "exact_match") if m in transfer["fine_tuned"] and m != metric), None)
-    rows = [[NAMES[k], transfer[k][metric], transfer[k].get(second, float("nan")),
+    rows = [[name_of(summary, k), transfer[k][metric], transfer[k].get(second, float("nan")),
              f"{(transfer[k][metric] - transfer['majority'][metric]) * 100:+.1f} pts" if "majority" in transfer else ""]
             for k in PRIMARY_ORDER if k in transfer]
     gain = ""
@@ -153,7 +158,7 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
 def write_report(run_dir: Path, summary: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Path, Path]:
     metric = summary["metric"]
     plots: list[tuple[str, Path]] = []
-    p = plot_transfer(summary["transfer"], metric, run_dir / "transfer.png")
+    p = plot_transfer(summary["transfer"], metric, run_dir / "transfer.png", summary.get("baseline_names"))
     plots.append(("Transfer", p))
     curves = plot_curves(history, metric, run_dir / "curves.png")
     if curves:

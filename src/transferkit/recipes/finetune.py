@@ -19,6 +19,7 @@ from transferkit.data.prepare import load_splits
 from transferkit.errors import TransferkitError
 from transferkit.modeling import load as mload
 from transferkit.tasks import build_task
+from transferkit.tasks.classification import ClassificationTask
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,8 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
         if resume and base_path.exists():
             transfer = json.loads(base_path.read_text())
         else:
-            # majority and linear probe are defined for classification (one label per example)
-            per_example = task.name == "text_classification"
+            # majority and linear probe need one label per example (classification, relations)
+            per_example = isinstance(task, ClassificationTask)
             if cfg.compare.majority and per_example:
                 transfer["majority"] = majority_baseline(task, train, test)
             if cfg.compare.linear_probe and cfg.model.init == "pretrained" and per_example:
@@ -131,6 +132,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     summary = {
         "name": cfg.name, "task": task.name, "metric": metric,
         "labels": getattr(task, "types", None) or task.labels,  # NER: entity types, not tags
+        "baseline_names": getattr(task, "baseline_names", {}),
         "model": cfg.model.path, "test": test_metrics,
         "transfer": {k: {m: v[m] for m in (metric, "macro_f1", "exact_match") if m in v}
                      for k, v in transfer.items()},

@@ -8,6 +8,7 @@ window is cut around the two entities. Micro-F1 excludes the no-relation class, 
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 from dataclasses import dataclass, field
@@ -266,6 +267,24 @@ class RelationExtractionTask(ClassificationTask):
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     # ------------------------------------------------------------------ evaluation
+
+    baseline_names = {"majority": "Majority label per entity-type pair"}
+
+    def majority_scores(self, train: Encoded, test: Encoded) -> np.ndarray:
+        """What the entity types alone predict: the most frequent training label of each (head type, tail
+        type) pair (the overall majority for pairs not seen in training). Typed markers hand the model
+        this much for free, so it is the baseline to beat."""
+        pair = lambda inp: (inp["head"]["type"], inp["tail"]["type"])  # noqa: E731
+        counts: dict[Any, collections.Counter] = collections.defaultdict(collections.Counter)
+        gold = self.gold(train)
+        for inp, y in zip(train.meta["inputs"], gold):
+            counts[pair(inp)][int(y)] += 1
+        overall = collections.Counter(int(y) for y in gold).most_common(1)[0][0]
+        scores = np.zeros((len(test), len(self.labels)))
+        for i, inp in enumerate(test.meta["inputs"]):
+            c = counts.get(pair(inp))
+            scores[i, c.most_common(1)[0][0] if c else overall] = 1.0
+        return scores
 
     def metrics(self, scores: Any, labels: Any) -> dict[str, Any]:
         """accuracy, macro F1 over all classes, and micro P/R/F1 over the relation classes only (a
