@@ -118,7 +118,7 @@ class TokenClassificationTask:
                 text = it.get("text", "") if isinstance(it, dict) else str(it)
                 words, offsets = tagging.split_words(text)
                 recs.append(tagging._record(words, [], f"input {i + 1}", text, offsets))
-        return Examples(texts=[" ".join(r["tokens"]) for r in recs], labels=[[] for _ in recs],
+        return Examples(texts=[" ".join(r["tokens"]) for r in recs], labels=[None] * len(recs),
                         origin=[r["origin"] for r in recs], name="input",
                         inputs=[{"tokens": r["tokens"], "text": r["text"], "offsets": r["offsets"]} for r in recs],
                         stratify=False)

@@ -249,7 +249,8 @@ class QuestionAnsweringTask:
                 q, c = it.get("question"), it.get("context")
             else:
                 q, c = it, (pairs[n] if pairs is not None else None)
-            recs.append(self._rec(it.get("id") if isinstance(it, dict) else None, q, c, None, f"input {n + 1}"))
+            recs.append({**self._rec(it.get("id") if isinstance(it, dict) else None, q, c, None, f"input {n + 1}"),
+                         "answers": None})  # no gold: no training targets, no loss
         return self._examples(recs, "input")
 
     # ------------------------------------------------------------------ encoding
