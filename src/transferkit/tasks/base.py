@@ -69,3 +69,22 @@ class Task(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """What goes into task.json so that predict/serve rebuild the task without the config."""
+
+
+def pad_inputs(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """input_ids (padded with pad_token_id), attention_mask and, when the features have them,
+    token_type_ids, as (batch, longest feature) tensors: the collate step every task shares."""
+    n, width = len(features), max(len(f["input_ids"]) for f in features)
+    ids = torch.full((n, width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    types = torch.zeros((n, width), dtype=torch.long) if "token_type_ids" in features[0] else None
+    for i, f in enumerate(features):
+        k = len(f["input_ids"])
+        ids[i, :k] = torch.tensor(f["input_ids"])
+        mask[i, :k] = 1
+        if types is not None:
+            types[i, :k] = torch.tensor(f["token_type_ids"])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
+    return batch

@@ -12,7 +12,7 @@ from torch import nn
 from transferkit.data.checks import check_known_labels
 from transferkit.data.sources import Examples
 from transferkit.errors import ConfigError
-from transferkit.tasks.base import Encoded
+from transferkit.tasks.base import Encoded, pad_inputs
 
 
 @dataclass
@@ -91,19 +91,8 @@ class ClassificationTask:
         return Encoded(features=feats, lengths=[len(f["input_ids"]) for f in feats])
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        n, width = len(features), max(len(f["input_ids"]) for f in features)
-        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        types = torch.zeros((n, width), dtype=torch.long) if "token_type_ids" in features[0] else None
-        for i, f in enumerate(features):
-            k = len(f["input_ids"])
-            ids[i, :k] = torch.tensor(f["input_ids"])
-            mask[i, :k] = 1
-            if types is not None:
-                types[i, :k] = torch.tensor(f["token_type_ids"])
-        batch = {"input_ids": ids, "attention_mask": mask}
-        if types is not None:
-            batch["token_type_ids"] = types
+        n = len(features)
+        batch = pad_inputs(features, self.pad_token_id)
         if "labels" in features[0]:
             if self.multilabel:
                 y = torch.zeros((n, len(self.labels)))

@@ -21,7 +21,7 @@ from torch import nn
 from transferkit.data import tagging
 from transferkit.data.sources import Examples
 from transferkit.errors import ConfigError, DataError
-from transferkit.tasks.base import Encoded
+from transferkit.tasks.base import Encoded, pad_inputs
 
 IGNORE = -100
 
@@ -196,18 +196,11 @@ class TokenClassificationTask:
                              "gold": tags})
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        n, width = len(features), max(len(f["input_ids"]) for f in features)
-        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        labels = torch.full((n, width), IGNORE, dtype=torch.long) if "labels" in features[0] else None
-        for i, f in enumerate(features):
-            k = len(f["input_ids"])
-            ids[i, :k] = torch.tensor(f["input_ids"])
-            mask[i, :k] = 1
-            if labels is not None:
-                labels[i, :k] = torch.tensor(f["labels"])
-        batch = {"input_ids": ids, "attention_mask": mask}
-        if labels is not None:
+        batch = pad_inputs(features, self.pad_token_id)
+        if "labels" in features[0]:
+            labels = torch.full(batch["input_ids"].shape, IGNORE, dtype=torch.long)
+            for i, f in enumerate(features):
+                labels[i, :len(f["labels"])] = torch.tensor(f["labels"])
             batch["labels"] = labels
         return batch
 

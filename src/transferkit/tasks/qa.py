@@ -29,7 +29,7 @@ from torch import nn
 
 from transferkit.data.sources import Examples, check_utf8
 from transferkit.errors import ConfigError, DataError
-from transferkit.tasks.base import Encoded
+from transferkit.tasks.base import Encoded, pad_inputs
 
 _CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff])")
 
@@ -297,19 +297,7 @@ class QuestionAnsweringTask:
         return start, end
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        n, width = len(features), max(len(f["input_ids"]) for f in features)
-        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        types = torch.zeros((n, width), dtype=torch.long) if "token_type_ids" in features[0] else None
-        for i, f in enumerate(features):
-            k = len(f["input_ids"])
-            ids[i, :k] = torch.tensor(f["input_ids"])
-            mask[i, :k] = 1
-            if types is not None:
-                types[i, :k] = torch.tensor(f["token_type_ids"])
-        batch = {"input_ids": ids, "attention_mask": mask}
-        if types is not None:
-            batch["token_type_ids"] = types
+        batch = pad_inputs(features, self.pad_token_id)
         if "start_positions" in features[0]:
             batch["start_positions"] = torch.tensor([f["start_positions"] for f in features])
             batch["end_positions"] = torch.tensor([f["end_positions"] for f in features])
