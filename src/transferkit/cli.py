@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from transferkit.errors import DataError, TransferkitError
+from transferkit.errors import TransferkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Transfer learning for NLP.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and explain run configs.")
@@ -182,25 +182,6 @@ def _read_inputs(path: Optional[Path], column: str) -> list[str]:
     return ex.texts
 
 
-def _read_records(path: Path) -> list[dict]:
-    from transferkit.data.sources import check_utf8
-
-    if not path.is_file():
-        raise DataError(f"input file '{path}' does not exist.")
-    check_utf8(path)
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path} line {n}: not valid JSON ({e.msg}).") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path} line {n}: expected a JSON object.")
-            out.append(rec)
-    return out
-
-
 @app.command()
 def predict(
     run: Path = typer.Argument(..., help="Run folder (or its model/ folder)."),
@@ -218,7 +199,9 @@ def predict(
         predictor = Predictor.load(run, int8=int8)
         structured = hasattr(predictor.task, "examples_for_prediction")
         if structured and input is not None and input.suffix.lower() in (".jsonl", ".json"):
-            items: list = _read_records(input)  # NER {text} or {tokens}; QA {question, context}; RE {text, head, tail}
+            from transferkit.data.sources import iter_jsonl
+
+            items: list = [rec for _, rec in iter_jsonl(input)]  # NER {text} or {tokens}; QA {question, context}; RE {text, head, tail}
         else:
             items = _read_inputs(input, text_column)
         preds = predictor.predict(items, batch_size=batch_size)

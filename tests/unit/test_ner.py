@@ -161,10 +161,21 @@ def test_long_sentence_windows_merge_to_one_prediction_per_word(tiny_model):
     task = TokenClassificationTask(types=["X"], max_length=16, stride=4)
     enc = task.encode(tok, ex)
     assert len(enc) > 3 and max(enc.lengths) <= 16
-    # every word is the first piece in some window; the merged prediction picks the most central one
-    fake = [np.tile(np.arange(len(f["input_ids"]))[:, None], (1, 3)).astype(float) for f in enc.features]
+    # fake scores that say which window and position each word was read from
+    fake = [np.array([[k, pos, 0.0] for pos in range(len(f["input_ids"]))]) for k, f in enumerate(enc.features)]
     merged = task.postprocess(fake, enc)[0]
     assert merged.shape == (len(words), 3)
+    margins = []
+    for w in range(len(words)):
+        k, pos = int(merged[w, 0]), int(merged[w, 1])
+        wids = enc.features[k]["word_ids"]
+        assert wids[pos] == w and wids[pos - 1] != w  # read at the word's first piece
+        # ... in the window where that piece is farthest from an edge
+        best = max(min(q, len(f["word_ids"]) - 1 - q) for f in enc.features
+                   for q, x in enumerate(f["word_ids"]) if x == w and f["word_ids"][q - 1] != w)
+        assert min(pos, len(wids) - 1 - pos) == best
+        margins.append(best)
+    assert min(margins[3:-3]) >= 3  # away from the sentence ends, no word is read at a window's edge
     # gold labels in every window agree with the word tags
     for f in enc.features:
         for pos, (w, y) in enumerate(zip(f["word_ids"], f["labels"])):

@@ -6,6 +6,8 @@ Returns `Examples` per split, with the configured columns mapped to text/label a
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,25 @@ def check_utf8(path: Path) -> None:
             f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}). "
             "Re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`."
         ) from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) for each non-blank line of a JSONL file of objects; `where` is 'FILE line N'.
+    Raises DataError naming the line on a missing file, non-UTF-8 bytes, bad JSON or a non-object."""
+    if not path.is_file():
+        raise DataError(f"file '{path}' does not exist (working directory: {Path.cwd()}).")
+    check_utf8(path)
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg}).") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}.")
+        yield where, obj
 
 
 def read_file(path: str | Path) -> Dataset:

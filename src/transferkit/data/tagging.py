@@ -9,12 +9,11 @@ independent.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-from transferkit.data.sources import Examples, check_utf8
+from transferkit.data.sources import Examples, check_utf8, iter_jsonl
 from transferkit.errors import DataError
 
 Span = tuple[int, int, str]  # word start, word end (exclusive), entity type
@@ -217,16 +216,8 @@ def record_from_spans(text: str, entities: list[Any], where: str) -> dict[str, A
 def read_jsonl(path: Path, *, tokens_column: str, tags_column: str, text_column: str,
                entities_column: str) -> list[dict[str, Any]]:
     """JSONL: {tokens, tags} (any scheme) or {text, entities: [{start, end, label}]} per line."""
-    check_utf8(path)
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path} line {n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg}).") from None
+    for where, obj in iter_jsonl(path):
         if tokens_column in obj:
             tokens, tags = obj[tokens_column], obj.get(tags_column)
             if not isinstance(tokens, list) or not isinstance(tags, list):
@@ -240,8 +231,6 @@ def read_jsonl(path: Path, *, tokens_column: str, tags_column: str, text_column:
         else:
             raise DataError(f"{where}: expected '{tokens_column}' + '{tags_column}' or '{text_column}' + "
                             f"'{entities_column}', found keys {sorted(obj)}.")
-    if not records:
-        raise DataError(f"{path}: no sentences found.")
     return records
 
 

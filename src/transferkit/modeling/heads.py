@@ -24,12 +24,7 @@ class BertMeanPoolingForSequenceClassification(BertPreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
-        drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(drop)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
+        _encoder_and_head(self, config, config.hidden_size)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
@@ -43,6 +38,16 @@ class BertMeanPoolingForSequenceClassification(BertPreTrainedModel):
             else:
                 loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def _encoder_and_head(model: nn.Module, config, width: int) -> None:
+    """A BERT encoder without pooler, the classifier dropout and a linear layer from `width` features."""
+    model.num_labels = config.num_labels
+    model.bert = BertModel(config, add_pooling_layer=False)
+    drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+    model.dropout = nn.Dropout(drop)
+    model.classifier = nn.Linear(width, config.num_labels)
+    model.post_init()
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -61,12 +66,7 @@ class BertForRelationClassification(BertPreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
-        drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(drop)
-        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
-        self.post_init()
+        _encoder_and_head(self, config, 2 * config.hidden_size)
 
     def marker_positions(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         def first(ids: list[int]) -> torch.Tensor:

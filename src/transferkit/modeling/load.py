@@ -76,3 +76,23 @@ def dropout_overrides(dropout: float | None) -> dict[str, float]:
     if dropout is None:
         return {}
     return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+
+
+def model_config(ref: str, init: str, size: str | None, tokenizer: Any, dropout: float | None,
+                 labels: list[str] | None = None, **extra: Any):
+    """The config of a task model: the checkpoint's (or a named scratch size's), with the label names, the
+    dropout override and the tokenizer's pad id."""
+    kw = dict(extra, **dropout_overrides(dropout))
+    if labels is not None:
+        kw.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                  label2id={label: i for i, label in enumerate(labels)})
+    config = scratch_config(ref, size, len(tokenizer), **kw) if init == "scratch" else load_config(ref, **kw)
+    config.pad_token_id = tokenizer.pad_token_id
+    return config
+
+
+def instantiate(cls: Any, ref: str, init: str, config: Any):
+    """`cls` (an Auto class or a head class) with random weights (init=scratch) or the checkpoint's."""
+    if init != "scratch":
+        return cls.from_pretrained(ref, config=config)
+    return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)

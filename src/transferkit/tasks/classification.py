@@ -110,29 +110,18 @@ class ClassificationTask:
         from transformers import AutoModelForSequenceClassification
 
         from transferkit.modeling.heads import BertMeanPoolingForSequenceClassification
-        from transferkit.modeling.load import dropout_overrides, load_config, scratch_config
+        from transferkit.modeling.load import instantiate, model_config
 
-        kw = dict(num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
-                  label2id={label: i for i, label in enumerate(self.labels)},
-                  problem_type="multi_label_classification" if self.multilabel else "single_label_classification",
-                  **dropout_overrides(dropout))
-        if init == "scratch":
-            config = scratch_config(ref, size, len(tokenizer), **kw)
-        else:
-            config = load_config(ref, **kw)
-        config.pad_token_id = tokenizer.pad_token_id
+        problem = "multi_label_classification" if self.multilabel else "single_label_classification"
+        config = model_config(ref, init, size, tokenizer, dropout, self.labels, problem_type=problem)
+        cls = AutoModelForSequenceClassification
         if self.pooling == "mean":
             if config.model_type != "bert":
                 raise ConfigError([f"task -> pooling: 'mean' is implemented for BERT-family models, "
                                    f"this one is '{config.model_type}'. Use pooling: cls."])
             cls = BertMeanPoolingForSequenceClassification
             cls.register_for_auto_class("AutoModelForSequenceClassification")
-            if init == "scratch":
-                return cls(config)
-            return cls.from_pretrained(ref, config=config)
-        if init == "scratch":
-            return AutoModelForSequenceClassification.from_config(config)
-        return AutoModelForSequenceClassification.from_pretrained(ref, config=config)
+        return instantiate(cls, ref, init, config)
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}

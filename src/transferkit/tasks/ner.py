@@ -208,17 +208,10 @@ class TokenClassificationTask:
 
     def build_model(self, ref: str, *, init: str, size: str | None, dropout: float | None,
                     tokenizer: Any) -> nn.Module:
-        from transformers import AutoModelForTokenClassification
+        from transferkit.modeling.load import instantiate, model_config
 
-        from transferkit.modeling.load import dropout_overrides, load_config, scratch_config
-
-        kw = dict(num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
-                  label2id={label: i for i, label in enumerate(self.labels)}, **dropout_overrides(dropout))
-        config = scratch_config(ref, size, len(tokenizer), **kw) if init == "scratch" else load_config(ref, **kw)
-        config.pad_token_id = tokenizer.pad_token_id
-        if init == "scratch":
-            return AutoModelForTokenClassification.from_config(config)
-        return AutoModelForTokenClassification.from_pretrained(ref, config=config)
+        config = model_config(ref, init, size, tokenizer, dropout, self.labels)
+        return instantiate(self.model_class(), ref, init, config)
 
     @staticmethod
     def model_class():

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit.data.sources import Examples, check_utf8
+from transferkit.data.sources import Examples, check_utf8, iter_jsonl
 from transferkit.errors import ConfigError, DataError
 from transferkit.tasks.base import Encoded, pad_inputs
 
@@ -199,15 +199,8 @@ class QuestionAnsweringTask:
                         f"name (working directory: {Path.cwd()}).")
 
     def _read_jsonl(self, p: Path) -> list[dict[str, Any]]:
-        recs = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                where = f"{p} line {n}"
-                try:
-                    o = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{where}: not valid JSON ({e.msg}).") from None
-                recs.append(self._rec(o.get("id"), o.get("question"), o.get("context"), o.get("answers"), where))
+        recs = [self._rec(o.get("id"), o.get("question"), o.get("context"), o.get("answers"), where)
+                for where, o in iter_jsonl(p)]
         if not recs:
             raise DataError(f"{p}: no questions found.")
         return recs
@@ -307,16 +300,9 @@ class QuestionAnsweringTask:
 
     def build_model(self, ref: str, *, init: str, size: str | None, dropout: float | None,
                     tokenizer: Any) -> nn.Module:
-        from transformers import AutoModelForQuestionAnswering
+        from transferkit.modeling.load import instantiate, model_config
 
-        from transferkit.modeling.load import dropout_overrides, load_config, scratch_config
-
-        kw = dropout_overrides(dropout)
-        config = scratch_config(ref, size, len(tokenizer), **kw) if init == "scratch" else load_config(ref, **kw)
-        config.pad_token_id = tokenizer.pad_token_id
-        if init == "scratch":
-            return AutoModelForQuestionAnswering.from_config(config)
-        return AutoModelForQuestionAnswering.from_pretrained(ref, config=config)
+        return instantiate(self.model_class(), ref, init, model_config(ref, init, size, tokenizer, dropout))
 
     @staticmethod
     def model_class():

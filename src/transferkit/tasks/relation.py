@@ -9,7 +9,6 @@ window is cut around the two entities. Micro-F1 excludes the no-relation class, 
 from __future__ import annotations
 
 import collections
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from transferkit.data.sources import Examples, check_utf8
+from transferkit.data.sources import Examples, iter_jsonl
 from transferkit.errors import ConfigError, DataError
 from transferkit.tasks.base import Encoded
 from transferkit.tasks.classification import ClassificationTask
@@ -113,17 +112,7 @@ class RelationExtractionTask(ClassificationTask):
         p = Path(ref)
         if not p.is_file() or p.suffix.lower() not in (".jsonl", ".json"):
             raise DataError(f"relation data '{ref}' is neither the built-in 'bbc_relations' nor a .jsonl file.")
-        check_utf8(p)
-        recs = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{p} line {n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg}).") from None
-            recs.append((where, *self._record(obj, where), obj.get(self.label_column)))
+        recs = [(where, *self._record(obj, where), obj.get(self.label_column)) for where, obj in iter_jsonl(p)]
         if not recs:
             raise DataError(f"{p}: no records found.")
         return {"train": self._examples(recs, "train")}
@@ -144,9 +133,7 @@ class RelationExtractionTask(ClassificationTask):
     def examples_for_prediction(self, items: list[Any], pairs: list[str] | None = None) -> Examples:
         recs = []
         for n, it in enumerate(items, start=1):
-            obj = it if isinstance(it, dict) else {self.text_column: str(it)}
-            text, h, t = self._record({**obj, self.text_column: obj.get(self.text_column, obj.get("text"))},
-                                      f"input {n}")
+            text, h, t = self._record(it if isinstance(it, dict) else {self.text_column: str(it)}, f"input {n}")
             recs.append((f"input {n}", text, h, t, None))
         return self._examples(recs, "input")
 
@@ -226,31 +213,19 @@ class RelationExtractionTask(ClassificationTask):
 
     def build_model(self, ref: str, *, init: str, size: str | None, dropout: float | None,
                     tokenizer: Any) -> nn.Module:
-        from transformers import AutoModelForSequenceClassification
-
-        from transferkit.modeling.heads import BertForRelationClassification
-        from transferkit.modeling.load import dropout_overrides, load_config, scratch_config
+        from transferkit.modeling.load import instantiate, model_config
 
         self.add_markers(tokenizer)
-        head_ids, tail_ids = self.marker_ids(tokenizer)
-        kw = dict(num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
-                  label2id={label: i for i, label in enumerate(self.labels)}, **dropout_overrides(dropout))
-        config = scratch_config(ref, size, len(tokenizer), **kw) if init == "scratch" else load_config(ref, **kw)
-        config.pad_token_id = tokenizer.pad_token_id
+        config = model_config(ref, init, size, tokenizer, dropout, self.labels)
         if self.pooling == "markers":
             if config.model_type != "bert":
                 raise ConfigError([f"task -> relation -> pooling: 'markers' is implemented for BERT-family models, "
                                    f"this one is '{config.model_type}'. Use pooling: cls."])
-            config.head_marker_ids, config.tail_marker_ids = head_ids, tail_ids
-            cls = BertForRelationClassification
-            cls.register_for_auto_class("AutoModelForSequenceClassification")
-        else:
-            cls = AutoModelForSequenceClassification
+            config.head_marker_ids, config.tail_marker_ids = self.marker_ids(tokenizer)
+            self.model_class().register_for_auto_class("AutoModelForSequenceClassification")
         if init == "scratch":
             config.vocab_size = max(config.vocab_size, len(tokenizer))
-            model = cls(config) if cls is BertForRelationClassification else cls.from_config(config)
-        else:
-            model = cls.from_pretrained(ref, config=config)
+        model = instantiate(self.model_class(), ref, init, config)
         if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
             # new marker rows: drawn around the mean of the pretrained embeddings (transformers' mean_resizing)
             model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
