@@ -111,3 +111,19 @@ def write_config(path: Path, cfg: dict) -> Path:
 
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
+
+
+def tree_snapshot(root: Path, skip: Path | None = None) -> dict[str, str]:
+    """{relative path: sha256} of every file under root (except under `skip`): to prove that a command
+    deleted or changed nothing outside its run folder."""
+    import hashlib
+
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        if skip is not None and (p == skip or skip in p.parents):
+            continue
+        if p.is_file():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+        elif p.is_dir():
+            out[str(p.relative_to(root)) + "/"] = "dir"
+    return out

@@ -3,12 +3,15 @@ user's input print a clear message and exit with code 2."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -51,8 +54,51 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _fail(e: TransferkitError) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(e.exit_code)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """What reaches the user: a message and an exit code, never a traceback. Errors caused by the input
+    exit 2; Ctrl-C exits 130; a full disk is said as such; anything else is a bug, reported in one line
+    with the traceback saved to a file (TRANSFERKIT_DEBUG=1 shows it)."""
+    import click
+
+    from transferkit.errors import Interrupted, StorageError
+
+    try:
+        yield
+    except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        raise
+    except TransferkitError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        _fail(Interrupted("interrupted (Ctrl-C). A training run keeps the checkpoints it had saved: continue it "
+                          "with the same command and --resume."))
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            _fail(StorageError(f"no space left on device while writing '{e.filename or '?'}'. Free some space "
+                               "and rerun (a training run: with --resume)."))
+        _internal(e)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
+        _internal(e)
+
+
+def _internal(e: BaseException) -> None:
+    import tempfile
+    import traceback
+
+    if os.environ.get("TRANSFERKIT_DEBUG"):
+        raise e
+    fd, path = tempfile.mkstemp(prefix="transferkit-error-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(first[:300])}\nThis is a bug in transferkit, "
+              f"not in your input. The traceback is in {path}; please include it when you report the bug "
+              "(TRANSFERKIT_DEBUG=1 prints it here).", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -67,16 +113,13 @@ def finetune(
     _setup_logging(quiet)
     from transferkit.config import load_config
 
-    try:
+    with _user_errors():
         cfg = load_config(config, overrides or [])
         from transferkit.recipes.finetune import run
 
         summary = run(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
-    except TransferkitError as e:
-        _fail(e)
-        return
-    if summary:
-        _print_summary(summary, cfg.run_dir)
+        if summary:
+            _print_summary(summary, cfg.run_dir)
 
 
 @app.command()
@@ -91,14 +134,11 @@ def pretrain(
     _setup_logging(quiet)
     from transferkit.config import load_pretrain_config
 
-    try:
+    with _user_errors():
         cfg = load_pretrain_config(config, overrides or [])
         from transferkit.recipes.pretrain import run
 
         s = run(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
-    except TransferkitError as e:
-        _fail(e)
-        return
     if s:
         b, a, t = s["heldout_before"], s["heldout_after"], s["train"]
         out.print(f"{s['name']}: held-out perplexity {b['perplexity']:.1f} -> {a['perplexity']:.2f}, "
@@ -124,26 +164,39 @@ def curve(
     _setup_logging(quiet)
     from transferkit.config import load_config
 
-    try:
+    with _user_errors():
+        sizes = _int_list("--labels", labels, allow_all=True)
+        seed_list = _int_list("--seeds", seeds, minimum=None)
+        seed_all = _int_list("--seeds-all", seeds_all, minimum=None) if seeds_all else None
         cfg = load_config(config, overrides or [])
-        sizes = [0 if x.strip() == "all" else int(x) for x in labels.split(",") if x.strip()]
-        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-        seed_all = [int(x) for x in seeds_all.split(",") if x.strip()] if seeds_all else None
-    except ValueError:
-        _fail(TransferkitError(f"--labels/--seeds: comma-separated integers (and 'all'), got '{labels}' / '{seeds}'"))
-        return
-    except TransferkitError as e:
-        _fail(e)
-        return
-    from transferkit.recipes.curve import run_curve
+        from transferkit.recipes.curve import run_curve
 
-    try:
         run_curve(cfg, sizes, seed_list, vs=vs, scratch=scratch, progress=not quiet, seeds_all=seed_all)
-    except TransferkitError as e:
-        _fail(e)
-        return
     out.print((cfg.run_dir / "curve.md").read_text(encoding="utf-8"))
     out.print(f"plot: {cfg.run_dir / 'curve.png'} · data: {cfg.run_dir / 'curve.json'}")
+
+
+def _int_list(option: str, text: str, *, allow_all: bool = False, minimum: int | None = 1) -> list[int]:
+    """'250,1000,all' -> [250, 1000, 0]: comma-separated integers (>= minimum), and 'all' where allowed."""
+    values: list[int] = []
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        if allow_all and part == "all":
+            values.append(0)
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            v = None
+        if v is None or (minimum is not None and v < minimum):
+            allowed = f"integers >= {minimum}" if minimum is not None else "integers"
+            raise TransferkitError(f"{option}: '{part}' in '{text}' is not allowed; give comma-separated {allowed}"
+                                   + (" or 'all'" if allow_all else "") + ".")
+        values.append(v)
+    if not values:
+        raise TransferkitError(f"{option}: no values in '{text}'.")
+    return values
 
 
 def _print_summary(s: dict, run_dir: Path) -> None:
@@ -166,20 +219,65 @@ def _print_summary(s: dict, run_dir: Path) -> None:
     out.print(f"report: {run_dir / 'report.md'} (and report.html) · model: {run_dir / 'model'}")
 
 
-def _read_inputs(path: Optional[Path], column: str) -> list[str]:
-    """Texts to predict: stdin lines, a .txt file (one text per non-blank line), or a csv/jsonl column."""
-    from transferkit.data.checks import check_texts
-    from transferkit.data.sources import read_file, to_examples
+def _stdin_lines() -> list[str]:
+    """stdin as text lines; bytes that are not UTF-8 (binary data) stop with the line that holds them."""
+    from transferkit.errors import DataError
+
+    stream = getattr(sys.stdin, "buffer", None)
+    raw = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"stdin line {line} is not UTF-8 text (byte 0x{raw[e.start]:02x}): predict reads one text "
+                        "per line. Pipe text, or give a file with --input.") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError(f"stdin line {line} holds a NUL byte: this is binary data, not text. Pipe text, or give a "
+                        "file with --input.")
+    return text.splitlines()
+
+
+def _read_inputs(path: Optional[Path], column: str, structured: bool) -> list[tuple[str, Any]]:
+    """(where, input) for every input, in order: stdin lines, a .txt file's lines, csv/jsonl rows (a text
+    column, or whole records for NER, QA and relations). An input that is empty is kept as (where, None), so
+    that output line N always answers input N."""
+    from transferkit.data.sources import iter_jsonl, read_file, to_examples
 
     if path is None:
-        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        return [(f"stdin line {n}", line if line.strip() else None) for n, line in enumerate(_stdin_lines(), 1)]
+    suffix = path.suffix.lower()
+    if structured and suffix in (".jsonl", ".json"):
+        if not path.is_file():
+            read_file(path)  # the same message as every other missing input
+        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+        records = {int(where.rsplit(" ", 1)[1]): rec for where, rec in iter_jsonl(path)}
+        return [(f"{path} line {n}", records.get(n)) for n in range(1, len(lines) + 1)]
     ds = read_file(path)
-    if path.suffix.lower() == ".txt":
-        return [t for t in ds["text"] if t.strip()]
+    if suffix == ".txt":
+        return [(f"{path} line {n}", t if t.strip() else None) for n, t in enumerate(ds["text"], 1)]
     ex = to_examples(ds, text_column=column, label_column=None, text_pair_column=None, where=str(path),
                      name="input")
-    check_texts(ex)
-    return ex.texts
+    return [(where, t if t.strip() else None) for where, t in zip(ex.origin, ex.texts)]
+
+
+def _check_output(path: Path) -> None:
+    """Fail before predicting when the output cannot be written."""
+    import tempfile
+
+    from transferkit.errors import TransferkitError as E
+
+    if path.is_dir():
+        raise E(f"--output '{path}' is a folder: give a file name, e.g. --output {path / 'predictions.jsonl'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise E(f"--output '{path}': the folder '{parent}' does not exist. Create it first (mkdir -p {parent}).")
+    try:
+        tempfile.NamedTemporaryFile(dir=parent, prefix=".transferkit-probe-").close()
+    except OSError as e:
+        raise E(f"--output '{path}': cannot write in '{parent}' ({e.strerror or e}).") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise E(f"--output '{path}' exists and is not writable.")
 
 
 @app.command()
@@ -188,33 +286,41 @@ def predict(
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="csv / jsonl / txt; default: stdin lines."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here; default: stdout."),
     text_column: str = typer.Option("text", help="Text column of a csv/jsonl input."),
-    batch_size: int = typer.Option(64, help="Examples per forward pass."),
+    batch_size: int = typer.Option(64, min=1, max=65536, help="Examples per forward pass."),
     int8: bool = typer.Option(False, "--int8", help="int8 dynamic quantization (CPU): faster, slightly less exact."),
 ) -> None:
-    """Predict for new inputs (texts; JSONL records for NER, QA and relations); one JSON object per line."""
+    """Predict for new inputs (texts; JSONL records for NER, QA and relations); one JSON object per line,
+    line N for input N (an empty input gets a record with an "error" field)."""
     _setup_logging(quiet=True)
-    try:
+    with _user_errors():
+        if output is not None:
+            _check_output(output)
         from transferkit.deploy.predictor import Predictor
 
         predictor = Predictor.load(run, int8=int8)
         structured = hasattr(predictor.task, "examples_for_prediction")
-        if structured and input is not None and input.suffix.lower() in (".jsonl", ".json"):
-            from transferkit.data.sources import iter_jsonl
+        inputs = _read_inputs(input, text_column, structured)
+        valid = [item for _, item in inputs if item is not None]
+        preds = iter(predictor.predict(valid, batch_size=batch_size))
+        lines, empty = [], []
+        for where, item in inputs:
+            if item is None:
+                empty.append(where)
+                lines.append(json.dumps({"error": f"empty input ({where}): nothing to predict"}, ensure_ascii=False))
+            else:
+                record = item if isinstance(item, dict) else {"text": item}
+                lines.append(json.dumps({**record, **next(preds)}, ensure_ascii=False))
+        if empty:
+            err.print(f"[yellow]warning:[/] {len(empty)} of {len(inputs)} inputs were empty ({', '.join(empty[:5])}"
+                      f"{', ...' if len(empty) > 5 else ''}); their output lines hold an \"error\" field instead of "
+                      "a prediction.", highlight=False, soft_wrap=True)
+        if output:
+            from transferkit.training.checkpoint import atomic_write_text
 
-            items: list = [rec for _, rec in iter_jsonl(input)]  # NER {text} or {tokens}; QA {question, context}; RE {text, head, tail}
+            atomic_write_text(output, "\n".join(lines) + ("\n" if lines else ""))
         else:
-            items = _read_inputs(input, text_column)
-        preds = predictor.predict(items, batch_size=batch_size)
-    except TransferkitError as e:
-        _fail(e)
-        return
-    lines = [json.dumps({**(t if isinstance(t, dict) else {"text": t}), **p}, ensure_ascii=False)
-             for t, p in zip(items, preds)]
-    if output:
-        output.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-    else:
-        for line in lines:
-            typer.echo(line)
+            for line in lines:
+                typer.echo(line)
 
 
 @config_app.command("validate")
@@ -222,11 +328,8 @@ def config_validate(config: Path, overrides: Optional[list[str]] = OVERRIDES) ->
     """Check a config (finetune, or pretrain when it has a corpus section); list every problem."""
     from transferkit.config import PretrainConfig, load_any_config
 
-    try:
+    with _user_errors():
         cfg = load_any_config(config, overrides or [])
-    except TransferkitError as e:
-        _fail(e)
-        return
     kind = "pretraining" if isinstance(cfg, PretrainConfig) else "fine-tuning"
     out.print(f"[green]ok[/]: {config} is a valid {kind} config")
 
@@ -236,11 +339,8 @@ def config_explain(config: Path, overrides: Optional[list[str]] = OVERRIDES) -> 
     """Every setting of a config: its value, its default and what it does."""
     from transferkit.config import explain, load_any_config
 
-    try:
+    with _user_errors():
         cfg = load_any_config(config, overrides or [])
-    except TransferkitError as e:
-        _fail(e)
-        return
     table = Table(title=str(config), show_lines=False)
     for col in ("key", "value", "default", "description"):
         table.add_column(col, overflow="fold")

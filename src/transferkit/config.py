@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transferkit.errors import ConfigError, did_you_mean
 
@@ -20,6 +20,14 @@ class Section(BaseModel):
     """A config section: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def check_run_name(name: str) -> str:
+    """A run's name becomes one folder under output.dir: never a path, '.', '..' or empty."""
+    if not name.strip() or name.strip() in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ValueError("must be a plain folder name such as 'my_run': not empty, '.' or '..', and without "
+                         "'/' or '\\'; use output.dir to choose where run folders go")
+    return name
 
 
 class ModelConfig(Section):
@@ -258,7 +266,9 @@ class OutputConfig(Section):
 
 
 class RunConfig(Section):
-    name: str = Field("run", min_length=1, description="Name of the run (used in the run folder).")
+    name: str = Field("run", description="Name of the run: one folder name (no '/', not '.' or '..').")
+
+    _name = field_validator("name")(check_run_name)
     model: ModelConfig = Field(default_factory=ModelConfig, description="The pretrained model.")
     data: DataConfig = Field(description="Where the examples come from.")
     task: TaskConfig = Field(default_factory=TaskConfig, description="What is predicted.")
@@ -273,6 +283,72 @@ class RunConfig(Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))
+
+    def cross_checks(self) -> list[str]:
+        """Rules that span sections: settings that do nothing for this task, metrics it does not report."""
+        problems = _output_dir_problems(self.output.dir)
+        kind = self.task.type
+        defaults = TaskConfig()
+        if kind != "text_classification":
+            for key in ("pooling", "multilabel", "label_separator"):
+                if getattr(self.task, key) != getattr(defaults, key):
+                    problems.append(f"task -> {key}: applies to text_classification only, not to {kind}; "
+                                    "remove it")
+            if self.data.text_pair_column is not None:
+                problems.append(f"data -> text_pair_column: sentence pairs are a text_classification input, not "
+                                f"{kind}'s; remove it")
+        for key, owner in (("ner", "token_classification"), ("relation", "relation_extraction"),
+                           ("qa", "question_answering")):
+            if kind != owner and getattr(self.task, key) != getattr(defaults, key):
+                problems.append(f"task -> {key}: settings of {owner}, but task.type is {kind}; remove them or "
+                                f"set task.type: {owner}")
+        multilabel = self.task.multilabel and kind == "text_classification"
+        problems += _metric_problems(self.early_stopping, validation_metrics(kind, multilabel=multilabel))
+        if self.freeze.layers and self.freeze.mode != "bottom":
+            problems.append(f"freeze -> layers: only used with freeze.mode: bottom (mode is '{self.freeze.mode}')")
+        if self.compare.scratch and self.model.init == "scratch":
+            problems.append("compare -> scratch: the model itself is trained from scratch (model.init: scratch), "
+                            "so there is nothing to compare; remove one of them")
+        return problems
+
+
+#: The validation metrics each task always reports: what early_stopping.metric may watch. A unit test
+#: checks them against what each task's evaluation returns, so they cannot drift apart.
+VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
+    "text_classification": ("accuracy", "macro_f1", "loss"),
+    "text_classification/multilabel": ("micro_f1", "macro_f1", "subset_accuracy", "loss"),
+    "token_classification": ("f1", "precision", "recall", "macro_f1", "loss"),
+    "relation_extraction": ("f1", "precision", "recall", "accuracy", "macro_f1", "loss"),
+    "question_answering": ("f1", "exact_match", "loss"),
+    "pretrain": ("mlm_loss", "perplexity", "masked_accuracy", "loss"),
+    "pretrain/pair": ("mlm_loss", "perplexity", "masked_accuracy", "pair_accuracy", "loss"),
+}
+
+
+def validation_metrics(kind: str, *, multilabel: bool = False, pair: bool = False) -> tuple[str, ...]:
+    key = kind + ("/multilabel" if multilabel else "") + ("/pair" if pair else "")
+    return VALIDATION_METRICS[key]
+
+
+def _metric_problems(early: EarlyStoppingConfig, allowed: tuple[str, ...]) -> list[str]:
+    if early.metric is None or early.metric in allowed:
+        return []
+    return [f"early_stopping -> metric: '{early.metric}' is not a validation metric of this task."
+            f"{did_you_mean(early.metric, allowed)} It reports: {', '.join(allowed)}."]
+
+
+def _output_dir_problems(template: str) -> list[str]:
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:  # a lone '{' or '}'
+        return [f"output -> dir: {e} in {template!r}; write '{{{{' or '}}}}' for a literal brace"]
+    bad = [f for f in fields if f != "name"]
+    if bad:
+        return [f"output -> dir: unknown placeholder {{{bad[0]}}} in {template!r}; the only placeholder is "
+                "{name} (the run's name)"]
+    return []
 
 
 # ---------------------------------------------------------------- pretraining (`transferkit pretrain`)
@@ -365,7 +441,9 @@ def _pretrain_early() -> EarlyStoppingConfig:
 
 
 class PretrainConfig(Section):
-    name: str = Field("pretrain", min_length=1, description="Name of the run (used in the run folder).")
+    name: str = Field("pretrain", description="Name of the run: one folder name (no '/', not '.' or '..').")
+
+    _name = field_validator("name")(check_run_name)
     model: PretrainModelConfig = Field(default_factory=PretrainModelConfig, description="What is pretrained.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Vocabulary.")
     corpus: CorpusConfig = Field(description="Unlabelled text.")
@@ -379,6 +457,10 @@ class PretrainConfig(Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))
+
+    def cross_checks(self) -> list[str]:
+        return _output_dir_problems(self.output.dir) + _metric_problems(
+            self.early_stopping, validation_metrics("pretrain", pair=self.objective.pair != "none"))
 
 
 # ---------------------------------------------------------------- loading
@@ -494,9 +576,13 @@ def load_any_config(path: str | Path, overrides: list[str] | None = None) -> Run
 
 def _validate(data: dict[str, Any], schema: type[BaseModel], source: str | None) -> Any:
     try:
-        return schema.model_validate(data)
+        cfg = schema.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_problems(err, schema), source=source) from None
+    problems = cfg.cross_checks() if hasattr(cfg, "cross_checks") else []
+    if problems:
+        raise ConfigError(problems, source=source)
+    return cfg
 
 
 def dump_config(cfg: BaseModel) -> str:

@@ -35,6 +35,24 @@ class ModelError(TransferkitError):
     """The model cannot be loaded as given (path missing, unsupported architecture...)."""
 
 
+class StorageError(TransferkitError):
+    """A file could not be written (disk full, no permission); what was there before is intact."""
+
+
+class CheckpointError(TransferkitError):
+    """A checkpoint file cannot be read (truncated, corrupted, or not a checkpoint)."""
+
+    def __init__(self, path: str, reason: str, advice: str = "") -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"checkpoint '{path}' is damaged ({reason}).{(' ' + advice) if advice else ''}")
+
+
+class Interrupted(TransferkitError):
+    """The user stopped the run (Ctrl-C / SIGTERM); what was saved is said in the message."""
+
+    exit_code = 130
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """A ' Did you mean 'x'?' suffix when a close match exists, else ''."""
     matches = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)

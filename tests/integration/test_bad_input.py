@@ -1,33 +1,49 @@
-"""Each bad input stops before training with exit code 2, a message naming the file/row or config
-location, and no run folder left behind."""
+"""Each bad input stops before training with exit code 2 and a message naming the file/row or config
+location; nothing is written and nothing the user had is changed or deleted (every file under the test
+folder is hashed before and after)."""
 
+import json
+
+import pytest
 from typer.testing import CliRunner
 
 from transferkit.cli import app
 
-from conftest import make_rows, tiny_config, write_config, write_csv, write_jsonl
+from conftest import make_rows, tiny_config, tree_snapshot, write_config, write_csv, write_jsonl
 
 runner = CliRunner()
 
 
+def _invoke(tmp_path, args, input=None):
+    before = tree_snapshot(tmp_path)
+    result = runner.invoke(app, [str(a) for a in args], input=input)
+    return result, before, tree_snapshot(tmp_path)
+
+
 def _finetune(tmp_path, cfg, *extra):
     path = write_config(tmp_path / "run.yaml", cfg)
-    result = runner.invoke(app, ["finetune", str(path), *extra])
-    return result, result.stderr
+    return _invoke(tmp_path, ["finetune", path, *extra])
 
 
-def _assert_rejected(tmp_path, result, stderr, *needles):
-    assert result.exit_code == 2, (result.exit_code, stderr, result.stdout)
+def _assert_rejected(outcome, *needles, code=2):
+    result, before, after = outcome
+    stderr = result.stderr
+    assert result.exit_code == code, (result.exit_code, stderr, result.stdout)
     for n in needles:
         assert n in stderr, (n, stderr)
-    assert not (tmp_path / "runs").exists(), "a run folder was written for bad input"
+    assert "Traceback" not in stderr + result.stdout
+    assert after == before, f"files changed: {set(after) ^ set(before) or 'contents'}"
+    return stderr
+
+
+# ------------------------------------------------------------------ data and config errors (already handled)
 
 
 def test_missing_column_suggests(tiny_model, tmp_path):
     data = write_csv(tmp_path / "d.csv", [{"review": r["text"], "label": r["label"]} for r in make_rows(40)])
     cfg = tiny_config(tiny_model, {"source": str(data), "text_column": "reveiw"}, tmp_path / "runs")
-    result, err = _finetune(tmp_path, cfg)
-    _assert_rejected(tmp_path, result, err, "no column 'reveiw'", "Did you mean 'review'?", "Columns found: review, label")
+    _assert_rejected(_finetune(tmp_path, cfg), "no column 'reveiw'", "Did you mean 'review'?",
+                     "Columns found: review, label")
 
 
 def test_unknown_label_in_test_file(tiny_model, tmp_path):
@@ -36,24 +52,22 @@ def test_unknown_label_in_test_file(tiny_model, tmp_path):
     test_rows[3]["label"] = "neutral"
     test = write_csv(tmp_path / "test.csv", test_rows)
     cfg = tiny_config(tiny_model, {"train": str(train), "test": str(test)}, tmp_path / "runs")
-    result, err = _finetune(tmp_path, cfg)
-    _assert_rejected(tmp_path, result, err, "test split", "row 4 ('neutral')", "Known labels")
+    _assert_rejected(_finetune(tmp_path, cfg), "test split", "row 4 ('neutral')", "Known labels")
 
 
 def test_empty_text_names_row(tiny_model, tmp_path):
     rows = make_rows(40)
     rows[6]["text"] = "   "
     data = write_csv(tmp_path / "d.csv", rows)
-    result, err = _finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs"))
-    _assert_rejected(tmp_path, result, err, "1 empty text(s)", "d.csv row 7")
+    _assert_rejected(_finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs")),
+                     "1 empty text(s)", "d.csv row 7")
 
 
 def test_empty_text_in_jsonl_names_line(tiny_model, tmp_path):
     rows = make_rows(40)
     rows[0]["text"] = ""
     data = write_jsonl(tmp_path / "d.jsonl", rows)
-    result, err = _finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs"))
-    _assert_rejected(tmp_path, result, err, "d.jsonl line 1")
+    _assert_rejected(_finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs")), "d.jsonl line 1")
 
 
 def test_non_utf8_file(tiny_model, tmp_path):
@@ -61,54 +75,40 @@ def test_non_utf8_file(tiny_model, tmp_path):
     raw = data.read_bytes().replace(b"great", "gr\u00e9at".encode("latin-1"), 1)
     data.write_bytes(raw)
     line = raw[: raw.index(b"gr\xe9at")].count(b"\n") + 1
-    result, err = _finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs"))
-    _assert_rejected(tmp_path, result, err, f"line {line} is not valid UTF-8", "iconv")
+    _assert_rejected(_finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs")),
+                     f"line {line} is not valid UTF-8", "iconv")
 
 
 def test_unreadable_yaml(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("data:\n  source: x\n train: {\n", encoding="utf-8")
-    result = runner.invoke(app, ["finetune", str(path)])
-    _assert_rejected(tmp_path, result, result.stderr, "unreadable YAML at line", "run.yaml")
+    _assert_rejected(_invoke(tmp_path, ["finetune", path]), "unreadable YAML at line", "run.yaml")
 
 
 def test_unknown_config_key(tiny_model, sentiment_csv, tmp_path):
     cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs", train={"epocs": 2})
-    result, err = _finetune(tmp_path, cfg)
-    _assert_rejected(tmp_path, result, err, "train -> epocs: unknown key. Did you mean 'epochs'?")
+    _assert_rejected(_finetune(tmp_path, cfg), "train -> epocs: unknown key. Did you mean 'epochs'?")
 
 
 def test_bad_override_value(tiny_model, sentiment_csv, tmp_path):
     cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs")
-    result, err = _finetune(tmp_path, cfg, "train.optimizer.lr=-3")
-    _assert_rejected(tmp_path, result, err, "train -> optimizer -> lr: Input should be greater than 0 (got -3)")
+    _assert_rejected(_finetune(tmp_path, cfg, "train.optimizer.lr=-3"),
+                     "train -> optimizer -> lr: Input should be greater than 0 (got -3)")
 
 
 def test_model_path_missing(sentiment_csv, tmp_path):
     cfg = tiny_config(tmp_path / "models/nope", sentiment_csv, tmp_path / "runs")
-    result, err = _finetune(tmp_path, cfg)
-    _assert_rejected(tmp_path, result, err, "model path", "does not exist")
+    _assert_rejected(_finetune(tmp_path, cfg), "model path", "does not exist")
 
 
 def test_data_file_missing(tiny_model, tmp_path):
     cfg = tiny_config(tiny_model, tmp_path / "nothere.csv", tmp_path / "runs")
-    result, err = _finetune(tmp_path, cfg)
-    _assert_rejected(tmp_path, result, err, "nothere.csv' does not exist")
+    _assert_rejected(_finetune(tmp_path, cfg), "nothere.csv' does not exist")
 
 
 def test_unknown_builtin_suggests(tiny_model, tmp_path):
     cfg = tiny_config(tiny_model, {"source": "roten_tomatoes"}, tmp_path / "runs")
-    result, err = _finetune(tmp_path, cfg)
-    _assert_rejected(tmp_path, result, err, "Did you mean 'rotten_tomatoes'?")
-
-
-def test_existing_run_folder_needs_resume_or_overwrite(tiny_model, sentiment_csv, tmp_path):
-    run_dir = tmp_path / "runs" / "tiny"
-    run_dir.mkdir(parents=True)
-    (run_dir / "metrics.json").write_text("{}")
-    result, err = _finetune(tmp_path, tiny_config(tiny_model, sentiment_csv, tmp_path / "runs"))
-    assert result.exit_code == 2 and "--resume" in err and "--overwrite" in err
-    assert (run_dir / "metrics.json").read_text() == "{}"
+    _assert_rejected(_finetune(tmp_path, cfg), "Did you mean 'rotten_tomatoes'?")
 
 
 def test_config_validate_exit_codes(tiny_model, sentiment_csv, tmp_path):
@@ -127,14 +127,258 @@ def test_structured_task_bad_records_stop_the_run(tiny_model, tmp_path):
     ner = write_jsonl(tmp_path / "ner.jsonl", [{"tokens": ["a", "b"], "tags": ["O", "B-X"]}] * 5
                       + [{"tokens": ["a", "b", "c"], "tags": ["O", "O"]}])
     cfg = tiny_config(tiny_model, ner, tmp_path / "runs", task={"type": "token_classification"})
-    _assert_rejected(tmp_path, *_finetune(tmp_path, cfg), "ner.jsonl line 6: 3 tokens but 2 tags")
+    _assert_rejected(_finetune(tmp_path, cfg), "ner.jsonl line 6: 3 tokens but 2 tags")
 
     rel = write_jsonl(tmp_path / "rel.jsonl", [{"text": "ab cd", "head": {"start": 0, "end": 2},
                                                 "tail": {"start": 3, "end": 9}, "label": "r"}])
     cfg = tiny_config(tiny_model, rel, tmp_path / "runs", task={"type": "relation_extraction"})
-    _assert_rejected(tmp_path, *_finetune(tmp_path, cfg), "rel.jsonl line 1: tail span 3-9 lies outside the text")
+    _assert_rejected(_finetune(tmp_path, cfg), "rel.jsonl line 1: tail span 3-9 lies outside the text")
 
     qa = write_jsonl(tmp_path / "qa.jsonl", [{"question": "who?", "context": "Ada wrote it.",
                                               "answers": [{"text": "Grace", "answer_start": 0}]}])
     cfg = tiny_config(tiny_model, qa, tmp_path / "runs", task={"type": "question_answering"})
-    _assert_rejected(tmp_path, *_finetune(tmp_path, cfg), "qa.jsonl line 1: the answer 'Grace' is not in the context")
+    _assert_rejected(_finetune(tmp_path, cfg), "qa.jsonl line 1: the answer 'Grace' is not in the context")
+
+
+# ------------------------------------------------------------------ tracebacks that became messages
+
+
+def test_header_only_csv_as_source_and_as_train(tiny_model, tmp_path):
+    data = tmp_path / "empty.csv"
+    data.write_text("text,label\n", encoding="utf-8")
+    _assert_rejected(_finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs")),
+                     "empty.csv: the file has a header (text, label) but no rows")
+    cfg = tiny_config(tiny_model, {"train": str(data)}, tmp_path / "runs")
+    _assert_rejected(_finetune(tmp_path, cfg), "empty.csv: the file has a header (text, label) but no rows")
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_too_few_rows_to_split(tiny_model, tmp_path, rows):
+    data = write_csv(tmp_path / "few.csv", make_rows(rows))
+    _assert_rejected(_finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs")),
+                     f"few.csv: {rows} example(s) in the train split", "at least 3 are needed")
+
+
+def test_tiny_data_splits_without_stratifying(tiny_model, tmp_path):
+    """4 rows of 2 classes: sklearn cannot stratify a 1-example test split; the split is made at random."""
+    from transferkit.config import load_config
+    from transferkit.data.prepare import load_splits
+
+    data = write_csv(tmp_path / "four.csv", make_rows(4))
+    splits = load_splits(load_config(raw={"data": {"source": str(data)}}).data)
+    assert [len(s) for s in splits] == [2, 1, 1]
+
+
+def test_a_folder_as_data(tiny_model, tmp_path):
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    write_csv(folder / "train.csv", make_rows(40))
+    for data in ({"source": str(folder)}, {"train": str(folder)}):
+        cfg = tiny_config(tiny_model, data, tmp_path / "runs")
+        _assert_rejected(_finetune(tmp_path, cfg), "is a folder", "not a saved `datasets` folder",
+                         "it holds train.csv")
+
+
+def test_output_dir_unknown_placeholder(tiny_model, sentiment_csv, tmp_path):
+    cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs", output={"dir": str(tmp_path / "runs/{foo}")})
+    needle = "output -> dir: unknown placeholder {foo}"
+    _assert_rejected(_finetune(tmp_path, cfg), needle)
+    path = write_config(tmp_path / "run.yaml", cfg)
+    _assert_rejected(_invoke(tmp_path, ["config", "validate", path]), needle)
+
+
+def test_output_dir_unwritable(tiny_model, sentiment_csv, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine")
+    for where, needle in (("/proc/transferkit-x/runs/{name}", "'/proc' is not writable"),
+                          (str(blocker / "{name}"), "is a file, not a folder")):
+        cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs", output={"dir": where})
+        _assert_rejected(_finetune(tmp_path, cfg), "output -> dir: cannot create the run folder", needle)
+
+
+# ------------------------------------------------------------------ messages that misled
+
+
+def test_malformed_jsonl_names_the_line_once(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", make_rows(60))
+    lines = data.read_text().splitlines()
+    lines[50] = lines[50][:-3]  # line 51: truncated JSON
+    data.write_text("\n".join(lines) + "\n")
+    err = _assert_rejected(_finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs")),
+                           "d.jsonl line 51: not valid JSON")
+    assert err.count("line 51") == 1 and "row 50" not in err and "JSON parse error" not in err
+
+
+def test_blank_lines_in_jsonl_do_not_shift_line_numbers(tiny_model, tmp_path):
+    rows = make_rows(40)
+    rows[10]["text"] = ""
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n\n" + "".join(json.dumps(r) + "\n" for r in rows))  # two blank lines first
+    _assert_rejected(_finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs")), "d.jsonl line 13")
+
+
+def test_source_path_that_does_not_exist(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    cfg = tiny_config(tiny_model, {"source": "data/nope"}, tmp_path / "runs")
+    err = _assert_rejected(_finetune(tmp_path, cfg), "data source 'data/nope' does not exist",
+                           "no such file or folder", "need an internet connection")
+    assert "are you online" not in err
+
+
+def test_model_alias_typo_suggests(sentiment_csv, tmp_path):
+    cfg = tiny_config("minlm", sentiment_csv, tmp_path / "runs")
+    _assert_rejected(_finetune(tmp_path, cfg), "model path 'minlm'", "Did you mean 'minilm'?")
+
+
+def test_labels_mixing_numbers_and_words(tiny_model, tmp_path):
+    rows = make_rows(80)
+    for i, r in enumerate(rows):
+        if i % 4 >= 2:  # half the file says 1/0, the other half positive/negative
+            r["label"] = "1" if r["label"] == "positive" else "0"
+    data = write_csv(tmp_path / "mixed.csv", rows)
+    err = _assert_rejected(_finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs")),
+                           "the training labels mix numbers ['0', '1'] and words ['negative', 'positive']",
+                           "trained as 4 separate classes", "task.labels")
+    assert "mixed.csv row" in err
+    # the same in JSONL with real integers
+    jrows = [{**r, "label": int(r["label"])} if r["label"] in ("0", "1") else r for r in rows]
+    data = write_jsonl(tmp_path / "mixed.jsonl", jrows)
+    _assert_rejected(_finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs")),
+                     "the training labels mix numbers", "mixed.jsonl line")
+
+
+# ------------------------------------------------------------------ checks before the run folder exists
+
+
+def test_model_folder_without_weights(sentiment_csv, tmp_path, tiny_model):
+    import shutil
+
+    broken = tmp_path / "broken_model"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").unlink()
+    cfg = tiny_config(broken, sentiment_csv, tmp_path / "runs")
+    _assert_rejected(_finetune(tmp_path, cfg), "has a config.json but no weights", "model.init: scratch")
+
+
+def test_early_stopping_metric_the_task_does_not_report(tiny_model, sentiment_csv, tmp_path):
+    cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs",
+                      early_stopping={"enabled": True, "metric": "acuracy"})
+    needle = "early_stopping -> metric: 'acuracy' is not a validation metric of this task. Did you mean 'accuracy'?"
+    _assert_rejected(_finetune(tmp_path, cfg), needle)
+    path = write_config(tmp_path / "run.yaml", cfg)
+    _assert_rejected(_invoke(tmp_path, ["config", "validate", path]), needle)
+    # the metric names follow the task: NER reports f1, not accuracy
+    ner = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs", task={"type": "token_classification"},
+                      early_stopping={"metric": "accuracy"})
+    _assert_rejected(_invoke(tmp_path, ["config", "validate", write_config(tmp_path / "ner.yaml", ner)]),
+                     "'accuracy' is not a validation metric", "It reports: f1, precision, recall, macro_f1, loss")
+
+
+def test_cross_section_rules(tiny_model, sentiment_csv, tmp_path):
+    cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs",
+                      task={"type": "token_classification", "pooling": "mean", "multilabel": True,
+                            "qa": {"n_best": 5}},
+                      freeze={"mode": "embeddings", "layers": 2})
+    path = write_config(tmp_path / "run.yaml", cfg)
+    _assert_rejected(_invoke(tmp_path, ["config", "validate", path]), "4 problem(s)",
+                     "task -> pooling: applies to text_classification only",
+                     "task -> multilabel: applies to text_classification only",
+                     "task -> qa: settings of question_answering",
+                     "freeze -> layers: only used with freeze.mode: bottom")
+
+
+def test_freeze_more_layers_than_the_model_has(tiny_model, sentiment_csv, tmp_path):
+    cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs", freeze={"mode": "bottom", "layers": 5})
+    _assert_rejected(_finetune(tmp_path, cfg), "freeze -> layers: 5 exceeds the model's 2 layers")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../x"])
+def test_run_name_must_be_a_plain_folder_name(tiny_model, sentiment_csv, tmp_path, name):
+    (tmp_path / "runs/other").mkdir(parents=True)
+    (tmp_path / "runs/other/notes.txt").write_text("keep me")
+    cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs", name=name)
+    _assert_rejected(_finetune(tmp_path, cfg, "--overwrite"), "name: must be a plain folder name")
+
+
+# ------------------------------------------------------------------ predict
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model, tmp_path_factory):
+    from transferkit.config import load_config
+    from transferkit.recipes.finetune import run
+
+    root = tmp_path_factory.mktemp("predict_run")
+    data = write_csv(root / "reviews.csv", make_rows(120, seed=1))
+    run(load_config(raw=tiny_config(tiny_model, data, root, train={"epochs": 2})), progress=False)
+    return root / "tiny"
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "many"])
+def test_predict_rejects_bad_batch_size(run_dir, tmp_path, value):
+    result, before, after = _invoke(tmp_path, ["predict", run_dir, "--batch-size", value, "-o", tmp_path / "o.jsonl"],
+                                    input="great film\n")
+    assert result.exit_code == 2 and "--batch-size" in result.stderr, result.stderr
+    assert not (tmp_path / "o.jsonl").exists() and after == before
+
+
+def test_predict_keeps_one_output_per_input_line(run_dir, tmp_path):
+    lines = ["a great film", "", "a dull film", "   ", "wonderful"]
+    result = runner.invoke(app, ["predict", str(run_dir)], input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.stderr
+    out = [json.loads(x) for x in result.stdout.splitlines()]
+    assert len(out) == len(lines)
+    assert [o.get("text") for o in out] == ["a great film", None, "a dull film", None, "wonderful"]
+    assert "stdin line 2" in out[1]["error"] and "stdin line 4" in out[3]["error"]
+    assert all("label" in out[i] for i in (0, 2, 4))
+    assert "2 of 5 inputs were empty" in result.stderr
+    # the same from a .txt file and a csv column
+    txt = tmp_path / "in.txt"
+    txt.write_text("\n".join(lines) + "\n")
+    csv_in = write_csv(tmp_path / "in.csv", [{"text": t} for t in lines])
+    for path in (txt, csv_in):
+        result = runner.invoke(app, ["predict", str(run_dir), "-i", str(path), "-o", str(tmp_path / "o.jsonl")])
+        assert result.exit_code == 0, result.stderr
+        got = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+        assert len(got) == 5 and "error" in got[1] and "error" in got[3] and got[4]["text"] == "wonderful"
+
+
+def test_predict_binary_stdin(run_dir, tmp_path):
+    for data, needle in ((b"fine text\n\x89PNG\r\n\x1a\n\xff\xfe", "stdin line 2 is not UTF-8 text"),
+                         (b"ok\nbin\x00ary\n", "stdin line 2 holds a NUL byte")):
+        result, before, after = _invoke(tmp_path, ["predict", run_dir], input=data)
+        assert result.exit_code == 2 and needle in result.stderr, result.stderr
+        assert result.stdout == "" and after == before
+
+
+def test_predict_output_checked_before_predicting(run_dir, tmp_path, monkeypatch):
+    from transferkit.deploy import predictor
+
+    def never(*a, **k):
+        raise AssertionError("predicted before checking the output path")
+
+    monkeypatch.setattr(predictor.Predictor, "load", never)
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    for target, needle in ((folder, "is a folder: give a file name"),
+                           (tmp_path / "missing/sub/o.jsonl", "does not exist. Create it first"),
+                           ("/proc/o.jsonl", "cannot write in '/proc'")):
+        result, before, after = _invoke(tmp_path, ["predict", run_dir, "-o", target], input="great\n")
+        assert result.exit_code == 2 and needle in result.stderr, result.stderr
+        assert after == before
+
+
+def test_unexpected_error_is_one_line_and_a_saved_traceback(run_dir, tmp_path, monkeypatch):
+    from transferkit.deploy import predictor
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("something inside broke")
+
+    monkeypatch.setattr(predictor.Predictor, "load", boom)
+    result = runner.invoke(app, ["predict", str(run_dir)], input="great\n")
+    assert result.exit_code == 1
+    assert "internal error: ZeroDivisionError: something inside broke" in result.stderr
+    assert "Traceback" not in result.stderr
+    path = result.stderr.split("The traceback is in ")[1].split(";")[0].strip()
+    assert "ZeroDivisionError" in open(path).read()

@@ -98,16 +98,21 @@ def read_file(path: str | Path) -> Dataset:
     check_utf8(p)
     if p.stat().st_size == 0:
         raise DataError(f"{p}: the file is empty.")
+    if fmt == "jsonl":
+        return _read_jsonl(p)
     try:
         if fmt in ("csv", "tsv"):
             import pandas as pd
 
             # dtype=str, keep_default_na=False: cells stay text ('' when empty, so the empty-text check can
             # name the row; 'NA' stays a word) and labels such as 0/1 are not turned into floats.
-            df = pd.read_csv(p, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False)
+            # skip_blank_lines=False: a blank or whitespace-only line is a row (an empty text that the checks
+            # name), not silently dropped, so row N stays the file's N-th data row.
+            df = pd.read_csv(p, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+                             skip_blank_lines=False)
+            if len(df) == 0:
+                raise DataError(f"{p}: the file has a header ({', '.join(map(str, df.columns))}) but no rows.")
             return Dataset.from_pandas(df, preserve_index=False)
-        if fmt == "jsonl":
-            return Dataset.from_json(str(p), keep_in_memory=True)
         return Dataset.from_dict({"text": p.read_text(encoding="utf-8").splitlines()})
     except DataError:
         raise
@@ -115,38 +120,109 @@ def read_file(path: str | Path) -> Dataset:
         raise DataError(f"{p}: could not be parsed as {fmt}: {e}") from None
 
 
+LINE = "__line__"  # a JSONL table's 1-based line numbers (blank lines are skipped, so rows != lines)
+
+
+def _read_jsonl(p: Path) -> Dataset:
+    """JSONL records as a table, errors naming the 1-based line. A field whose values mix strings and
+    numbers is read as strings (the task's checks then see one kind of value); a field that mixes
+    scalars with lists or objects is an error."""
+    lines: list[int] = []
+    records: list[dict[str, Any]] = []
+    for where, obj in iter_jsonl(p):
+        lines.append(int(where.rsplit(" ", 1)[1]))
+        records.append(obj)
+    if not records:
+        raise DataError(f"{p}: the file has no records (only blank lines).")
+    kinds: dict[str, dict[str, int]] = {}  # field -> kind -> first line
+    for n, rec in zip(lines, records):
+        for k, v in rec.items():
+            if v is not None:
+                kind = "list" if isinstance(v, list) else "object" if isinstance(v, dict) else \
+                    "string" if isinstance(v, str) else "number"
+                kinds.setdefault(k, {}).setdefault(kind, n)
+    for k, seen in kinds.items():
+        if len(seen) < 2:
+            continue
+        if set(seen) <= {"string", "number"}:
+            for rec in records:
+                if rec.get(k) is not None and not isinstance(rec[k], str):
+                    rec[k] = json.dumps(rec[k]) if isinstance(rec[k], bool) else str(rec[k])
+            continue
+        shown = ", ".join(f"a {kind} at line {n}" for kind, n in sorted(seen.items(), key=lambda x: x[1]))
+        raise DataError(f"{p}: field '{k}' holds different kinds of values ({shown}); give every record the "
+                        "same kind.")
+    columns = list(dict.fromkeys(k for rec in records for k in rec))
+    table = {c: [rec.get(c) for rec in records] for c in columns}
+    table[LINE] = lines
+    try:
+        return Dataset.from_dict(table)
+    except Exception as e:  # pyarrow: nested values of different shapes
+        raise DataError(f"{p}: could not be read as a table of records: {str(e).splitlines()[0]}") from None
+
+
 def read_saved(path: Path) -> DatasetDict:
     from datasets import load_from_disk
 
-    obj = load_from_disk(str(path))
+    if not any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
+        inside = sorted(x.name for x in path.iterdir())[:6]
+        raise DataError(
+            f"'{path}' is a folder, not a data file, and not a saved `datasets` folder (no dataset_dict.json or "
+            f"state.json; it holds {', '.join(inside) or 'nothing'}). Give a .csv/.tsv/.jsonl file, or a folder "
+            "written by Dataset.save_to_disk / DatasetDict.save_to_disk."
+        )
+    try:
+        obj = load_from_disk(str(path))
+    except Exception as e:
+        raise DataError(f"'{path}': could not be loaded as a saved `datasets` folder: "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return obj if isinstance(obj, DatasetDict) else DatasetDict({"train": obj})
+
+
+def _looks_local(source: str) -> bool:
+    """A path rather than a hub name: starts like a path, has a file extension, more than one '/', or its
+    first part is a folder here."""
+    first = source.split("/")[0]
+    return (source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
+            or Path(source).suffix.lower() in FILE_FORMATS or Path(first).is_dir())
 
 
 def read_source(source: str) -> DatasetDict:
     """A built-in name, a file, a saved folder, or (for users online) a hub dataset name."""
     if source in BUILTIN:
         return DatasetDict({"train": load_builtin(source)})
-    p = Path(source)
+    p = Path(source).expanduser()
     if p.is_dir():
         return read_saved(p)
-    if p.suffix.lower() in FILE_FORMATS or p.exists():
+    if p.exists():
         return DatasetDict({"train": read_file(p)})
-    if "/" not in source:
+    if "/" not in source or _looks_local(source):
+        what = "a built-in dataset" if "/" not in source else "a hub dataset name (owner/name)"
         raise DataError(
-            f"data source '{source}' is neither a built-in dataset, a file, nor a hub name (owner/name)."
-            f"{did_you_mean(source, BUILTIN)} Built-ins: {', '.join(BUILTIN)}."
+            f"data source '{source}' does not exist: no such file or folder (working directory: {Path.cwd()}), "
+            f"and it is not {what}.{did_you_mean(source, BUILTIN)} Built-ins: {', '.join(BUILTIN)}; "
+            "files: .csv, .tsv, .jsonl; hub names (owner/name) need an internet connection."
         )
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise DataError(f"data source '{source}': no such file or folder (working directory: {Path.cwd()}); as a "
+                        "hub dataset name it needs an internet connection, and HF_HUB_OFFLINE is set.")
     from datasets import load_dataset
 
     try:
         return load_dataset(source)
     except Exception as e:
-        raise DataError(f"could not load hub dataset '{source}' (are you online?): {e}") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"data source '{source}': no such file or folder (working directory: {Path.cwd()}), and loading it as "
+            f"a hub dataset failed (hub names need an internet connection): {reason}"
+        ) from None
 
 
 def to_examples(ds: Dataset, *, text_column: str, label_column: str | None, text_pair_column: str | None,
                 where: str, name: str) -> Examples:
-    cols = list(ds.column_names)
+    cols = [c for c in ds.column_names if c != LINE]
     wanted = [("text_column", text_column), ("label_column", label_column), ("text_pair_column", text_pair_column)]
     for key, col in wanted:
         if col is not None and col not in cols:
@@ -156,7 +232,8 @@ def to_examples(ds: Dataset, *, text_column: str, label_column: str | None, text
             )
     n = len(ds)
     row_word = "line" if where.endswith((".jsonl", ".json", ".txt")) else "row"
-    origin = [f"{where} {row_word} {i + 1}" for i in range(n)]
+    numbers = ds[LINE] if LINE in ds.column_names else range(1, n + 1)
+    origin = [f"{where} {row_word} {i}" for i in numbers]
     texts = ["" if t is None else str(t) for t in ds[text_column]]
     labels = list(ds[label_column]) if label_column else [None] * n
     pairs = ["" if t is None else str(t) for t in ds[text_pair_column]] if text_pair_column else None

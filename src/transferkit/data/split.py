@@ -85,18 +85,47 @@ def _strata(ex: Examples) -> list[str] | None:
     return keys
 
 
+def _split(idx: list[int], seed: int, strata: list[str] | None, **size: float | int) -> tuple[list[int], list[int]]:
+    """sklearn's train_test_split, stratified when the classes allow it (each held-out part must be at
+    least as large as the number of classes), else at random."""
+    from transferkit.errors import DataError
+
+    try:
+        return train_test_split(idx, random_state=seed, stratify=strata, **size)
+    except ValueError:
+        if strata is not None:
+            log.warning("too few examples per class to stratify a split of %d examples: splitting at random",
+                        len(idx))
+    try:
+        return train_test_split(idx, random_state=seed, stratify=None, **size)
+    except ValueError as e:
+        raise DataError(f"cannot split {len(idx)} examples with {size}: {e} Give more data or change "
+                        "data.split.") from None
+
+
+def check_splittable(ex: Examples, parts: int, what: str) -> None:
+    from transferkit.errors import DataError
+
+    if len(ex) < parts:
+        where = ex.origin[0].rsplit(" ", 2)[0] if ex.origin and ex.origin[0] else "the data"
+        raise DataError(
+            f"{where}: {len(ex)} example(s) in the {ex.name} split after de-duplication, too few to {what} "
+            f"(at least {parts} are needed; a useful run needs hundreds). Give more data, or give the "
+            "validation and test splits as files (data.train / data.validation / data.test)."
+        )
+
+
 def stratified_split(ex: Examples, val: float, test: float, seed: int) -> tuple[Examples, Examples, Examples]:
+    check_splittable(ex, 3, "split it into train, validation and test")
     idx = list(range(len(ex)))
     strata = _strata(ex)
     if strata is None and ex.stratify:
         log.warning("some class has a single example: splitting without stratification")
-    rest, test_idx = train_test_split(idx, test_size=test, random_state=seed, stratify=strata)
+    rest, test_idx = _split(idx, seed, strata, test_size=test)
     strata_rest = [strata[i] for i in rest] if strata else None
     if strata_rest and min(Counter(strata_rest).values()) < 2:
         strata_rest = None
-    train_idx, val_idx = train_test_split(
-        rest, test_size=val / (1.0 - test), random_state=seed, stratify=strata_rest
-    )
+    train_idx, val_idx = _split(rest, seed, strata_rest, test_size=val / (1.0 - test))
     return (
         ex.subset(sorted(train_idx), "train"),
         ex.subset(sorted(val_idx), "validation"),
@@ -107,13 +136,13 @@ def stratified_split(ex: Examples, val: float, test: float, seed: int) -> tuple[
 def stratified_sample(ex: Examples, n: int, seed: int) -> Examples:
     if n >= len(ex):
         return ex
-    strata = _strata(ex)
-    keep, _ = train_test_split(list(range(len(ex))), train_size=n, random_state=seed, stratify=strata)
+    keep, _ = _split(list(range(len(ex))), seed, _strata(ex), train_size=n)
     return ex.subset(sorted(keep))
 
 
 def split_off(ex: Examples, frac: float, seed: int) -> tuple[Examples, Examples]:
     """Hold out a stratified fraction of `ex` (when only one of validation/test was given)."""
+    check_splittable(ex, 2, "hold out a split from it")
     idx = list(range(len(ex)))
-    keep, held = train_test_split(idx, test_size=frac, random_state=seed, stratify=_strata(ex))
+    keep, held = _split(idx, seed, _strata(ex), test_size=frac)
     return ex.subset(sorted(keep), "train"), ex.subset(sorted(held))

@@ -54,7 +54,11 @@ class Predictor:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         d = model_dir_of(path)
-        task = load_task(json.loads((d / "task.json").read_text(encoding="utf-8")))
+        try:
+            desc = json.loads((d / "task.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{d / 'task.json'} cannot be read (damaged?): {e}") from None
+        task = load_task(desc)
         config = AutoConfig.from_pretrained(d)
         if MEAN_HEAD in (config.architectures or []):
             from transferkit.modeling.heads import BertMeanPoolingForSequenceClassification as head_cls
@@ -62,7 +66,12 @@ class Predictor:
             head_cls = task.model_class()
         else:
             head_cls = AutoModelForSequenceClassification
-        model = head_cls.from_pretrained(d)
+        try:
+            model = head_cls.from_pretrained(d)
+            tokenizer = AutoTokenizer.from_pretrained(d)
+        except (OSError, ValueError, RuntimeError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"model folder '{d}' cannot be loaded (damaged or incomplete?): {reason}") from None
         device = device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda")
         if int8:
             if device != "cpu":
@@ -70,7 +79,7 @@ class Predictor:
             from transferkit.deploy.quantize import quantize_int8
 
             model = quantize_int8(model)
-        return cls(model, AutoTokenizer.from_pretrained(d), task, device)
+        return cls(model, tokenizer, task, device)
 
     def examples(self, inputs: list[Any], pairs: list[str] | None = None) -> Examples:
         """Raw inputs -> Examples: texts (+ pairs) for classification; the task's own forms otherwise

@@ -37,6 +37,11 @@ def resolve(path: str) -> str:
         return str(p)
     first = path.split("/")[0]
     looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or ("/" in path and Path(first).is_dir())
+    if "/" not in path and did_you_mean(path, ALIASES):
+        raise ModelError(
+            f"model path '{path}' is not an alias, a folder here, or a hub name (owner/name).{did_you_mean(path, ALIASES)} "
+            f"Aliases: {', '.join(ALIASES)}."
+        )
     if looks_local:
         raise ModelError(
             f"model path '{path}' does not exist.{did_you_mean(path, ALIASES)} "
@@ -45,13 +50,33 @@ def resolve(path: str) -> str:
     return path  # a hub name: transformers fetches it when online
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def check_weights(ref: str) -> None:
+    """A local checkpoint folder must hold weights (a config.json alone is not a checkpoint)."""
+    p = Path(ref)
+    if p.is_dir() and not any((p / f).is_file() for f in WEIGHT_FILES):
+        raise ModelError(
+            f"model folder '{p}' has a config.json but no weights (none of {', '.join(WEIGHT_FILES)}). Copy the "
+            "weights into it, or set model.init: scratch to train this architecture from random weights."
+        )
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def load_tokenizer(ref: str):
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(ref)
-    except OSError as e:
-        raise ModelError(f"could not load a tokenizer for '{ref}' (a hub name needs internet): {e}") from None
+    except (OSError, ValueError) as e:
+        hint = "" if Path(ref).is_dir() else " (a hub name needs internet)"
+        raise ModelError(f"could not load a tokenizer for '{ref}'{hint}: {_reason(e)}") from None
 
 
 def load_config(ref: str, **overrides: Any):
@@ -59,8 +84,9 @@ def load_config(ref: str, **overrides: Any):
 
     try:
         return AutoConfig.from_pretrained(ref, **overrides)
-    except OSError as e:
-        raise ModelError(f"could not load the model config for '{ref}' (a hub name needs internet): {e}") from None
+    except (OSError, ValueError) as e:
+        hint = "" if Path(ref).is_dir() else " (a hub name needs internet)"
+        raise ModelError(f"could not load the model config for '{ref}'{hint}: {_reason(e)}") from None
 
 
 def scratch_config(ref: str, size: str | None, vocab_size: int, **overrides: Any):
@@ -94,5 +120,9 @@ def model_config(ref: str, init: str, size: str | None, tokenizer: Any, dropout:
 def instantiate(cls: Any, ref: str, init: str, config: Any):
     """`cls` (an Auto class or a head class) with random weights (init=scratch) or the checkpoint's."""
     if init != "scratch":
-        return cls.from_pretrained(ref, config=config)
+        check_weights(ref)
+        try:
+            return cls.from_pretrained(ref, config=config)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"could not load the weights of '{ref}': {_reason(e)}") from None
     return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)

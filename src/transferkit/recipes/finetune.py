@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import shutil
 from pathlib import Path
 from typing import Any
 
-from transferkit.config import RunConfig, dump_config
+from transferkit.config import RunConfig
 from transferkit.data.prepare import load_splits
-from transferkit.errors import TransferkitError
 from transferkit.modeling import load as mload
+from transferkit.recipes import rundir
+from transferkit.recipes.rundir import RunFolder, fingerprint
 from transferkit.tasks import build_task
 from transferkit.tasks.classification import ClassificationTask
 
@@ -28,31 +28,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> Path:
-    run_dir = cfg.run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif not resume:
-            raise TransferkitError(
-                f"run folder '{run_dir}' already exists. Pass --resume to continue it, --overwrite to replace "
-                f"it, or choose another name (name=... or output.dir=...)."
-            )
-    return run_dir
-
-
-def start_run(cfg: Any, run_dir: Path):
-    """The accelerator of a run whose inputs are checked; the main process creates the run folder and
-    writes the resolved config (finetune and pretrain alike)."""
-    from transferkit.training.checkpoint import atomic_write_text
-    from transferkit.training.loop import make_accelerator
-
-    acc = make_accelerator(cfg.train.precision)
+def open_run(cfg: Any, folder: RunFolder, acc: Any) -> None:
+    """The main process creates (or, with --overwrite, replaces) the checked run folder and writes its
+    marker and resolved config; the others wait (finetune and pretrain alike)."""
     if acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.resolved.yaml", dump_config(cfg))
+        folder.create(cfg)
     acc.wait_for_everyone()
-    return acc
+
+
+def data_fingerprint(splits: Any) -> str:
+    return fingerprint((ex.name, t, p, str(y)) for ex in splits
+                       for t, p, y in zip(ex.texts, ex.text_pairs or [None] * len(ex), ex.labels))
 
 
 def _build_model(cfg: RunConfig, task, ref: str, tokenizer, init: str):
@@ -70,29 +56,47 @@ def _build_model(cfg: RunConfig, task, ref: str, tokenizer, init: str):
 def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     # 1. Everything the user gave is checked before anything is written.
     ref = mload.resolve(cfg.model.path)
+    if cfg.model.init == "pretrained":
+        mload.check_weights(ref)
     tokenizer = mload.load_tokenizer(ref)
     task = build_task(cfg)
+    rundir.check_writable(cfg.run_dir)
     splits = load_splits(cfg.data, getattr(task, "read", None))
     task.fit_labels(splits.train)
     task.check(splits.validation)
     task.check(splits.test)
-    run_dir = _prepare_run_dir(cfg, resume, overwrite)
+    folder = rundir.plan(cfg, cfg.run_dir, "finetune", resume=resume, overwrite=overwrite,
+                         data_fingerprint=data_fingerprint(splits))
+    run_dir = folder.path
 
-    from transferkit.evaluation.compare import linear_probe, majority_baseline
-    from transferkit.evaluation.evaluate import evaluate
-    from transferkit.evaluation.report import write_report
-    from transferkit.deploy.predictor import save_model
-    from transferkit.training.checkpoint import atomic_write_text
-    from transferkit.training.loop import fit
+    from transferkit.training.loop import make_accelerator
 
-    acc = start_run(cfg, run_dir)
+    acc = make_accelerator(cfg.train.precision)
     main = acc.is_main_process
     log.info("data: %s", splits.report.sizes)
 
-    # 2. Tokenize once.
+    # 2. Tokenize once; build the model (head options and freeze policy are checked here, still before
+    # the run folder exists).
     train, val, test = (task.encode(tokenizer, s) for s in splits)
     model, trainable, total = _build_model(cfg, task, ref, tokenizer, cfg.model.init)
+    open_run(cfg, folder, acc)
+    with folder.guard(main):
+        return _train_and_ship(cfg, task, model, tokenizer, ref, splits, (train, val, test), acc, run_dir,
+                               resume=resume, progress=progress, trainable=trainable, total=total)
 
+
+def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: str, splits: Any, encoded: tuple,
+                    acc: Any, run_dir: Path, *, resume: bool, progress: bool, trainable: int,
+                    total: int) -> dict[str, Any]:
+    from transferkit.deploy.predictor import save_model
+    from transferkit.evaluation.compare import linear_probe, majority_baseline
+    from transferkit.evaluation.evaluate import evaluate
+    from transferkit.evaluation.report import write_report
+    from transferkit.training.checkpoint import atomic_write_text
+    from transferkit.training.loop import fit
+
+    main = acc.is_main_process
+    train, val, test = encoded
     # 3. Baselines before fine-tuning (deterministic; cached so --resume does not redo them).
     transfer: dict[str, dict[str, Any]] = {}
     base_path = run_dir / "baselines.json"

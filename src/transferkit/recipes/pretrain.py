@@ -58,8 +58,8 @@ def _build_lm(cfg: PretrainConfig, tokenizer, pair: bool):
         if config.model_type != "bert":
             raise ConfigError([f"objective -> pair: NSP/SOP heads are implemented for BERT, not "
                                f"'{config.model_type}'"])
-        return BertForPreTraining.from_pretrained(ref, config=config)
-    return AutoModelForMaskedLM.from_pretrained(ref, config=config)
+        return mload.instantiate(BertForPreTraining, ref, "pretrained", config)
+    return mload.instantiate(AutoModelForMaskedLM, ref, "pretrained", config)
 
 
 def _encode(cfg: PretrainConfig, tokenizer, corpus, task):
@@ -93,34 +93,32 @@ def padding_fraction(encoded, batches) -> float:
 
 def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     from transferkit.data.corpus import load_corpus
-    from transferkit.recipes.finetune import _prepare_run_dir, peak_rss_mb, start_run
+    from transferkit.recipes import rundir
+    from transferkit.recipes.finetune import open_run
     from transferkit.tasks.mlm import MaskedLMTask
 
     # 1. Checks and inputs, before anything is written.
     if cfg.model.init == "pretrained":
-        mload.resolve(cfg.model.path)
+        mload.check_weights(mload.resolve(cfg.model.path))
+    rundir.check_writable(cfg.run_dir)
     c = cfg.corpus
     corpus = load_corpus(c.sources, text_column=c.text_column, heldout=c.heldout, dedupe=c.dedupe,
                          max_documents=c.max_documents, seed=c.seed)
     log.info("corpus: %s", corpus.stats)
+    folder = rundir.plan(cfg, cfg.run_dir, "pretrain", resume=resume, overwrite=overwrite,
+                         data_fingerprint=rundir.fingerprint(s for d in corpus.train for s in d))
     tokenizer, old_tokenizer, added = _tokenizer(cfg, corpus)
     o = cfg.objective
     task = MaskedLMTask(mask_id=tokenizer.mask_token_id, pad_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
                         mlm_probability=o.mlm_probability, mask_fraction=o.mask_fraction,
                         random_fraction=o.random_fraction, whole_word=o.whole_word, pair=o.pair)
-    run_dir = _prepare_run_dir(cfg, resume, overwrite)
 
-    from transferkit.evaluation.evaluate import evaluate
-    from transferkit.evaluation.report import write_pretrain_report
     from transferkit.modeling.vocab import init_new_embeddings
-    from transferkit.training.batching import epoch_batches
-    from transferkit.training.checkpoint import atomic_write_text
-    from transferkit.training.loop import fit
+    from transferkit.training.loop import make_accelerator
 
-    acc = start_run(cfg, run_dir)
-    main = acc.is_main_process
+    acc = make_accelerator(cfg.train.precision)
 
-    # 2. Sequences, model.
+    # 2. Sequences, model (errors here still leave no run folder).
     train, held = _encode(cfg, tokenizer, corpus, task)
     lm = _build_lm(cfg, tokenizer, o.pair != "none")
     if added:
@@ -128,6 +126,22 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     elif lm.get_input_embeddings().weight.shape[0] < len(tokenizer):
         lm.resize_token_embeddings(len(tokenizer))
     model = task.wrap(lm)
+    open_run(cfg, folder, acc)
+    with folder.guard(acc.is_main_process):
+        return _train_and_ship(cfg, task, model, tokenizer, corpus, added, train, held, acc, folder.path,
+                               resume=resume, progress=progress)
+
+
+def _train_and_ship(cfg: PretrainConfig, task: Any, model: Any, tokenizer: Any, corpus: Any, added: list,
+                    train: Any, held: Any, acc: Any, run_dir: Any, *, resume: bool, progress: bool) -> dict[str, Any]:
+    from transferkit.evaluation.evaluate import evaluate
+    from transferkit.evaluation.report import write_pretrain_report
+    from transferkit.recipes.finetune import peak_rss_mb
+    from transferkit.training.batching import epoch_batches
+    from transferkit.training.checkpoint import atomic_write_text
+    from transferkit.training.loop import fit
+
+    main = acc.is_main_process
     before, _ = evaluate(task, model, held, device=acc.device, accelerator=acc, batch_size=64)
     log.info("held-out before pretraining: loss %.3f, perplexity %.1f, masked accuracy %.3f",
              before["mlm_loss"], before["perplexity"], before["masked_accuracy"])

@@ -11,8 +11,35 @@ from torch import nn
 
 from transferkit.data.checks import check_known_labels
 from transferkit.data.sources import Examples
-from transferkit.errors import ConfigError
+from transferkit.errors import ConfigError, DataError
 from transferkit.tasks.base import Encoded, pad_inputs
+
+
+def _is_number(label: str) -> bool:
+    try:
+        float(label)
+    except ValueError:
+        return False
+    return True
+
+
+def check_label_forms(train: Examples, found: list[str]) -> None:
+    """Refuse labels that mix numbers and words (1 and 'pos'): they would train as separate classes,
+    which is almost always two encodings of the same labels. Listing them in task.labels accepts them."""
+    numbers = [y for y in found if _is_number(y)]
+    words = [y for y in found if not _is_number(y)]
+    if not numbers or not words:
+        return
+    first: dict[str, str] = {}
+    for origin, ys in zip(train.origin, train.labels):
+        for y in ys if isinstance(ys, list) else [ys]:
+            first.setdefault(y, origin)
+    example = f"{first[numbers[0]]} has '{numbers[0]}', {first[words[0]]} has '{words[0]}'"
+    raise DataError(
+        f"the training labels mix numbers {numbers[:6]} and words {words[:6]} ({example}): they would be "
+        f"trained as {len(found)} separate classes. Write every label in one form (e.g. 0/1 or neg/pos), or, "
+        f"if they really are {len(found)} different classes, list them in task.labels."
+    )
 
 
 @dataclass
@@ -59,6 +86,7 @@ class ClassificationTask:
         self.normalize_labels(train)
         found = sorted({y for ys in train.labels for y in (ys if self.multilabel else [ys])})
         if not self.labels:
+            check_label_forms(train, found)
             self.labels = found
         else:
             check_known_labels(train, self.labels)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from transferkit.config import EarlyStoppingConfig, TrainConfig
+from transferkit.errors import CheckpointError, ConfigError, Interrupted
 from transferkit.evaluation.evaluate import evaluate
 from transferkit.tasks.base import Encoded, Task
 from transferkit.training import checkpoint as ckpt
@@ -128,7 +129,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
     if main and ckpt_dir.exists():
         ckpt.remove_stale_temporaries(ckpt_dir)
     if resume and (ckpt_dir / LAST).exists():
-        saved = ckpt.load(ckpt_dir / LAST)
+        saved = _load_last(ckpt_dir)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -171,8 +172,8 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
         logger.log(state.step, scalars, "validation")
         watched = scalars.get(stopper.metric)
         if watched is None:
-            raise ValueError(f"early_stopping -> metric: '{stopper.metric}' is not among the validation "
-                             f"metrics {sorted(scalars)}")
+            raise ConfigError([f"early_stopping -> metric: '{stopper.metric}' is not among the validation "
+                               f"metrics {sorted(scalars)}"])
         if stopper.update(watched, state.step) and main:
             ckpt.atomic_save(acc.unwrap_model(model).state_dict(), ckpt_dir / BEST)
         acc.wait_for_everyone()
@@ -188,7 +189,8 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
     bar = _progress(total_steps, main and progress)
     bar_task = bar.add_task(label, total=total_steps, completed=state.step, loss=float("nan"))
     t0 = time.perf_counter()
-    with bar:
+    stop = StopRequest(enabled=world == 1)
+    with bar, stop:
         while state.step < total_steps and not stopped:
             batches = batches_for(state.epoch)
             n_micro = len(batches)
@@ -239,21 +241,85 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                                  "at step %s)", state.step, stopper.metric, stopper.patience, stopper.best,
                                  stopper.best_step)
                         break
-                elif state.step % cfg.checkpoint_every == 0:
+                elif state.step % cfg.checkpoint_every == 0 or stop.requested:
                     state.train_seconds += time.perf_counter() - t0
                     save_last(end_of_epoch)
                     t0 = time.perf_counter()
+                if stop.requested:
+                    raise Interrupted(
+                        f"{stop.requested}: stopped after step {state.step} of {total_steps} and saved a checkpoint "
+                        f"({ckpt_dir / LAST}). Continue with the same command and --resume.")
             if state.batch_in_epoch >= n_micro:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     state.train_seconds += time.perf_counter() - t0
     logger.close()
     if (ckpt_dir / BEST).exists():
-        acc.unwrap_model(model).load_state_dict(ckpt.load(ckpt_dir / BEST))
+        try:
+            best = ckpt.load(ckpt_dir / BEST)
+        except CheckpointError as e:
+            raise CheckpointError(e.path, e.reason, "It holds the weights of the best validation step; "
+                                  "rerun with --overwrite to train again.") from None
+        acc.unwrap_model(model).load_state_dict(best)
     acc.wait_for_everyone()
     return FitResult(steps=state.step, epochs_completed=round(state.step / steps_per_epoch, 3),
                      stopped_early=stopped, best_metric=stopper.best, best_step=stopper.best_step,
                      history=logger.history, train_seconds=state.train_seconds,
                      examples_seen=state.examples_seen, tokens_seen=state.tokens_seen)
+
+
+def _load_last(ckpt_dir: Path) -> dict[str, Any]:
+    """The resumable checkpoint; a damaged one is named with what is still intact and what to do."""
+    try:
+        return ckpt.load(ckpt_dir / LAST)
+    except CheckpointError as e:
+        best = ckpt_dir / BEST
+        if not best.exists():
+            kept = "There is no best-model checkpoint in this run yet."
+        elif ckpt.readable(best):
+            kept = f"The best-model checkpoint '{best}' is intact."
+        else:
+            kept = f"The best-model checkpoint '{best}' is damaged too."
+        raise CheckpointError(e.path, e.reason, (
+            f"The run cannot continue from it. {kept} To train this run again from step 0 in the same folder, "
+            f"move the damaged file aside (mv '{e.path}' '{e.path}.damaged') and rerun with --resume; or start over "
+            "with --overwrite.")) from None
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM during training: finish the current step, save a checkpoint, stop with a
+    message. A second Ctrl-C stops at once. Only in a single process, on the main thread (under DDP every
+    process would have to agree on the step, so the default handling stays)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        import threading
+
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)"
+        log.warning("%s: stopping after this step and saving a checkpoint (Ctrl-C again stops at once, "
+                    "losing the steps since the last checkpoint)", self.requested)
+
+    def __enter__(self) -> StopRequest:
+        import signal
+
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 def _progress(total: int, enabled: bool):
