@@ -127,3 +127,12 @@ def tree_snapshot(root: Path, skip: Path | None = None) -> dict[str, str]:
         elif p.is_dir():
             out[str(p.relative_to(root)) + "/"] = "dir"
     return out
+
+
+def assert_declared_metrics(metrics: dict, kind: str, **flags) -> None:
+    """Every metric that config validation lets early_stopping.metric watch is one the task reports."""
+    from transferkit.config import validation_metrics
+
+    scalars = {k for k, v in metrics.items() if isinstance(v, (int, float))}
+    missing = set(validation_metrics(kind, **flags)) - scalars
+    assert not missing, f"{kind}: declared metrics {missing} are not reported (reported: {sorted(scalars)})"

@@ -319,9 +319,9 @@ VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
     "text_classification/multilabel": ("micro_f1", "macro_f1", "subset_accuracy", "loss"),
     "token_classification": ("f1", "precision", "recall", "macro_f1", "loss"),
     "relation_extraction": ("f1", "precision", "recall", "accuracy", "macro_f1", "loss"),
-    "question_answering": ("f1", "exact_match", "loss"),
-    "pretrain": ("mlm_loss", "perplexity", "masked_accuracy", "loss"),
-    "pretrain/pair": ("mlm_loss", "perplexity", "masked_accuracy", "pair_accuracy", "loss"),
+    "question_answering": ("f1", "exact_match"),
+    "pretrain": ("mlm_loss", "perplexity", "masked_accuracy"),
+    "pretrain/pair": ("mlm_loss", "perplexity", "masked_accuracy", "pair_accuracy"),
 }
 
 

@@ -9,7 +9,7 @@ import random
 import pytest
 from typer.testing import CliRunner
 
-from conftest import FILL, tiny_config, write_config, write_jsonl
+from conftest import FILL, tiny_config, write_config, write_jsonl, assert_declared_metrics
 
 PEOPLE = ["Maria", "Pedro", "Carla", "Tomas", "Sofia"]
 PLACES = ["London", "Berlin", "Milan", "Oslo", "Lima"]
@@ -47,6 +47,7 @@ def test_ner_learns_and_reports(ner_run):
     run_dir, summary, _ = ner_run
     assert summary["task"] == "token_classification" and summary["labels"] == ["LOC", "PER"]
     assert summary["test"]["f1"] > 0.9
+    assert_declared_metrics(summary["test"], "token_classification")
     assert set(summary["test"]["per_class"]) == {"LOC", "PER"}
     assert summary["test"]["confusion_labels"] == ["O", "LOC", "PER"]
     assert (run_dir / "report.md").read_text().count("| PER |") == 1

@@ -7,6 +7,8 @@ from transferkit.data.sources import Examples
 from transferkit.errors import DataError
 from transferkit.tasks.classification import ClassificationTask
 
+from conftest import assert_declared_metrics
+
 
 def _ex(texts, labels, pairs=None, name="train"):
     return Examples(texts=texts, labels=labels, origin=[f"f.csv row {i + 1}" for i in range(len(texts))],
@@ -49,6 +51,7 @@ def test_multilabel_targets_and_metrics(tiny_model):
     m = task.metrics(np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.1], [0.1, 0.1, 0.7]]), batch["labels"].numpy())
     assert m["subset_accuracy"] == pytest.approx(2 / 3)
     assert m["micro_f1"] == pytest.approx(2 * 3 / (2 * 3 + 1))  # tp=3, fn=1
+    assert_declared_metrics({**m, "loss": 0.0}, "text_classification", multilabel=True)  # evaluate() adds loss
 
 
 def test_unknown_label_in_validation_names_row():

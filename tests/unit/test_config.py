@@ -71,3 +71,23 @@ def test_explain_lists_every_leaf_with_description():
     assert "Peak learning rate" in rows["train.optimizer.lr"][2]
     assert all(desc for _, _, desc in rows.values()), [k for k, v in rows.items() if not v[2]]
     assert "data.split.seed" in rows
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path(__file__).parents[2].glob("configs/*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    from transferkit.config import load_any_config
+
+    cfg = load_any_config(path)
+    assert cfg.name and cfg.run_dir.name == cfg.name
+
+
+def test_resolved_config_of_every_task_reloads():
+    """config.resolved.yaml lists every field; the cross-section rules must accept it back (resume reads it)."""
+    import yaml
+
+    from transferkit.config import dump_config
+
+    for kind in ("text_classification", "token_classification", "relation_extraction", "question_answering"):
+        cfg = load_config(raw={**BASE, "task": {"type": kind}})
+        assert load_config(raw=yaml.safe_load(dump_config(cfg))) == cfg

@@ -8,7 +8,7 @@ import torch
 from transferkit.config import load_config
 from transferkit.recipes.finetune import run
 
-from conftest import tiny_config
+from conftest import tiny_config, assert_declared_metrics
 
 
 def test_finetune_learns_and_writes_run_folder(tiny_model, sentiment_csv, tmp_path):
@@ -16,6 +16,7 @@ def test_finetune_learns_and_writes_run_folder(tiny_model, sentiment_csv, tmp_pa
     summary = run(cfg, progress=False)
     run_dir = tmp_path / "tiny"
     assert summary["test"]["accuracy"] >= 0.9, summary["test"]
+    assert_declared_metrics(summary["test"], "text_classification")
     assert summary["transfer"]["majority"]["accuracy"] == pytest.approx(0.5, abs=0.05)
     for name in ("config.resolved.yaml", "metrics.json", "metrics.jsonl", "report.md", "report.html",
                  "curves.png", "confusion.png", "transfer.png", "model/task.json", "model/model.safetensors",

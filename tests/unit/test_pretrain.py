@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import make_rows, sentence, tiny_config, write_csv
+from conftest import make_rows, sentence, tiny_config, write_csv, assert_declared_metrics
 from transferkit.data.packing import Segment, make_pairs, pack_stream, tokenize_documents
 from transferkit.tasks.masking import IGNORE, corrupt, select
 
@@ -159,6 +159,7 @@ def test_pretrain_then_finetune_round_trip(tmp_path):
         "output": {"dir": str(tmp_path / "{name}")}})
     s = pretrain.run(cfg, progress=False)
     assert s["heldout_after"]["mlm_loss"] < s["heldout_before"]["mlm_loss"] - 0.5
+    assert_declared_metrics(s["heldout_after"], "pretrain", pair=True)
     assert s["train"]["padding_fraction"] < 0.35 and s["model"]["vocab_size"] <= 120
     for f in ("model/config.json", "model/model.safetensors", "model/tokenizer.json", "metrics.json",
               "report.md", "report.html", "curves.png"):

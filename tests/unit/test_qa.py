@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import tiny_config, write_config, write_jsonl
+from conftest import tiny_config, write_config, write_jsonl, assert_declared_metrics
 from transferkit.errors import DataError
 from transferkit.tasks.qa import QuestionAnsweringTask, checked_answers, squad_scores
 
@@ -125,6 +125,7 @@ def test_overfit_answers_equal_gold_and_transformers_agrees(tiny_model, tmp_path
                              "eval_every": 120, "schedule": {"name": "constant", "warmup_ratio": 0.0}})
     summary = run(load_config(write_config(tmp_path / "qa.yaml", raw)), progress=False)
     assert summary["test"]["exact_match"] == 1.0 and summary["test"]["f1"] == 1.0
+    assert_declared_metrics(summary["test"], "question_answering")
 
     pred = Predictor.load(tmp_path / "qa")
     ours = pred.predict([{"question": q, "context": c} for q, c, _ in QA_ROWS])

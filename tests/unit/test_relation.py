@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config, write_config, write_jsonl
+from conftest import tiny_config, write_config, write_jsonl, assert_declared_metrics
 from transferkit.data.sources import Examples
 from transferkit.errors import DataError
 from transferkit.tasks.relation import RelationExtractionTask, parse_inline
@@ -149,6 +149,7 @@ def test_relation_extraction_end_to_end(tiny_model, tmp_path):
                       train={"optimizer": {"lr": 5e-3}, "epochs": 8, "batch_size": 16, "seed": 7})
     summary = run(load_config(write_config(tmp_path / "re.yaml", raw)), progress=False)
     assert summary["metric"] == "f1" and summary["test"]["f1"] > 0.9
+    assert_declared_metrics(summary["test"], "relation_extraction")
     # the synthetic data is balanced within each type pair, so the types alone find no relation
     assert summary["transfer"]["majority"]["f1"] == 0.0
     assert "| Majority label per entity-type pair |" in (tmp_path / "re" / "report.md").read_text()

@@ -46,11 +46,33 @@ def _stats(values: list[float]) -> dict[str, float]:
             "n": len(values), "values": values}
 
 
+def _open_curve_folder(root: Path) -> None:
+    """A curve folder holds its runs and its results; it is created here, or it is one that transferkit
+    made (a curve is resumed by rerunning it). Any other folder is refused, never written into."""
+    import re
+
+    from transferkit.recipes import rundir
+    from transferkit.training.checkpoint import atomic_write_text
+
+    rundir.check_writable(root)
+    if root.is_dir() and any(root.iterdir()):
+        marker = rundir.read_marker(root)
+        ours = re.compile(r"(main|vs)_n(\d+|all)_s-?\d+$|curve\.(json|md|png)$")
+        legacy = all(ours.match(p.name) for p in root.iterdir())
+        if not (marker and marker.get("kind") == "curve") and not legacy:
+            raise rundir.RunFolderError(
+                f"'{root}' exists and is not a transferkit curve folder (no {rundir.MARKER} file); it holds "
+                f"{rundir.describe_entries(list(root.iterdir()))}. Choose another name (name=...) or output.dir.")
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / rundir.MARKER).is_file():
+        atomic_write_text(root / rundir.MARKER, json.dumps({"kind": "curve"}))
+
+
 def run_curve(cfg: RunConfig, sizes: list[int], seeds: list[int], *, vs: str | None = None,
               scratch: bool = True, progress: bool = True, seeds_all: list[int] | None = None) -> dict[str, Any]:
     """`seeds_all`: the seeds of the 'all labels' point (0 in `sizes`), when fewer than `seeds` are affordable."""
     root = cfg.run_dir
-    root.mkdir(parents=True, exist_ok=True)
+    _open_curve_folder(root)
     metric = "accuracy"
     rows: dict[str, dict[str, dict[str, float]]] = {}
     train_sizes: dict[str, int] = {}

@@ -58,7 +58,7 @@ def fingerprint(items: Iterable[Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def _describe(entries: list[Path]) -> str:
+def describe_entries(entries: list[Path]) -> str:
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in entries)
     shown = ", ".join(names[:8])
     return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'}: {shown}" + (", ..." if len(names) > 8 else "")
@@ -181,7 +181,7 @@ def plan(cfg: BaseModel, path: Path, kind: str, *, resume: bool, overwrite: bool
     if marker is None:
         raise RunFolderError(
             f"'{path}' exists and is not a transferkit run folder (no {MARKER} file); it holds "
-            f"{_describe(entries)}. transferkit only replaces or resumes folders it created: choose another "
+            f"{describe_entries(entries)}. transferkit only replaces or resumes folders it created: choose another "
             f"name (name=...) or output.dir."
         )
     found = marker.get("kind", "unknown")

@@ -37,12 +37,20 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
+def _size(n: int) -> str:
+    return f"{n / MB:.0f} MB" if n >= 10 * MB else f"{n / MB:.1f} MB" if n >= MB else f"{n / 1024:.0f} KB"
+
+
 def _write_failed(path: Path, e: BaseException | None, need: int) -> StorageError:
     free = free_bytes(path.parent)
-    full = (isinstance(e, OSError) and e.errno in DISK_FULL) or free < max(need, MB)
+    chain, x = [], e
+    while x is not None and len(chain) < 5:  # torch raises its own RuntimeError while handling the OSError
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    full = any(isinstance(x, OSError) and x.errno in DISK_FULL for x in chain) or free < max(need, MB)
     if full or e is None:
-        what = (f"no space left on device while writing '{path}' ({free / MB:.0f} MB free"
-                + (f", about {need / MB:.0f} MB needed" if need else "") + ")")
+        what = (f"no space left on device while writing '{path}' ({_size(free)} free"
+                + (f", about {_size(need)} needed" if need else "") + ")")
     else:
         what = f"could not write '{path}': {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
     return StorageError(
@@ -64,8 +72,9 @@ def _atomic(path: Path, need: int = 0):
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        # torch reports a failed write as RuntimeError ("[enforce fail at inline_container.cc] ... file write failed")
-        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "write" in str(e).lower()):
+        # torch reports a failed write as RuntimeError ("[enforce fail at inline_container.cc] ... file write
+        # failed", or "unexpected pos" while it handles the OSError of a full disk)
+        if isinstance(e, (OSError, RuntimeError)):
             raise _write_failed(path, e, need) from None
         raise
 
