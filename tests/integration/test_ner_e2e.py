@@ -89,3 +89,18 @@ def test_predict_cli_writes_entities(ner_run, tmp_path):
     rec = json.loads(out.read_text().splitlines()[0])
     assert [(e["text"], e["type"]) for e in rec["entities"]] == [("Maria", "PER"), ("Berlin", "LOC")]
     assert rec["tokens"] == ["the", "movie", "Maria", "visited", "Berlin"]
+
+
+def test_predict_cli_keeps_line_numbers_of_structured_input(ner_run, tmp_path):
+    """A blank line in a JSONL input gets an error record in its place; the records after it keep their lines."""
+    from transferkit.cli import app
+
+    run_dir, _, _ = ner_run
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "Maria visited Berlin"}\n\n{"text": "Berlin"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    res = CliRunner().invoke(app, ["predict", str(run_dir), "-i", str(src), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == 3 and f"{src} line 2" in recs[1]["error"] and "entities" not in recs[1]
+    assert recs[0]["text"] == "Maria visited Berlin" and recs[2]["text"] == "Berlin"

@@ -219,3 +219,32 @@ def test_learning_curve_runs_every_point_and_reuses_finished_runs(tiny_model, tm
         rows["40"]["scratch"]["values"][:1]
     assert (tmp_path / "curve" / "main_n40_s1" / "metrics.json").stat().st_mtime == stamp  # reused, not rerun
     assert json.loads((tmp_path / "curve" / "curve.json").read_text())["sizes"] == [40]
+
+
+def test_pretrain_checks_before_the_run_folder_exists(tiny_model, tmp_path):
+    """A weightless checkpoint to continue and a folder of the user's files: refused, nothing written."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+    from conftest import tree_snapshot, write_config
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(sentence(__import__("random").Random(i), "positive") for i in range(60)))
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").unlink()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for model, out, needle in (({"init": "pretrained", "path": str(broken)}, str(tmp_path / "runs/{name}"),
+                                "has a config.json but no weights"),
+                               ({"init": "scratch", "size": "tiny"}, str(mine), "is not a transferkit run folder")):
+        cfg = write_config(tmp_path / "pt.yaml", {"name": "pt", "model": {**model, "max_length": 32},
+                                                  "tokenizer": {"vocab_size": 120},
+                                                  "corpus": {"sources": [str(corpus)]}, "output": {"dir": out}})
+        before = tree_snapshot(tmp_path)
+        result = CliRunner().invoke(app, ["pretrain", str(cfg), "-q", "--overwrite"])
+        assert result.exit_code == 2 and needle in result.stderr, result.stderr
+        assert tree_snapshot(tmp_path) == before
