@@ -304,6 +304,13 @@ class RunConfig(Section):
                                 f"set task.type: {owner}")
         multilabel = self.task.multilabel and kind == "text_classification"
         problems += _metric_problems(self.early_stopping, validation_metrics(kind, multilabel=multilabel))
+        L = self.model.max_length
+        if kind == "token_classification" and self.task.ner.stride is not None and self.task.ner.stride >= L - 2:
+            problems.append(f"task -> ner -> stride: {self.task.ner.stride} must be smaller than model.max_length - 2 "
+                            f"({L - 2})")
+        if kind == "question_answering" and self.task.qa.doc_stride is not None and self.task.qa.doc_stride >= L // 2:
+            problems.append(f"task -> qa -> doc_stride: {self.task.qa.doc_stride} must be less than half of "
+                            f"model.max_length ({L}); e.g. max_length 384 with doc_stride 128")
         if self.freeze.layers and self.freeze.mode != "bottom":
             problems.append(f"freeze -> layers: only used with freeze.mode: bottom (mode is '{self.freeze.mode}')")
         if self.compare.scratch and self.model.init == "scratch":

@@ -288,6 +288,15 @@ def test_cross_section_rules(tiny_model, sentiment_csv, tmp_path):
                      "freeze -> layers: only used with freeze.mode: bottom")
 
 
+def test_window_strides_checked_by_config_validate(tiny_model, sentiment_csv, tmp_path):
+    for task, needle in (({"type": "token_classification", "ner": {"stride": 40}},
+                          "task -> ner -> stride: 40 must be smaller than model.max_length - 2 (30)"),
+                         ({"type": "question_answering", "qa": {"doc_stride": 16}},
+                          "task -> qa -> doc_stride: 16 must be less than half of model.max_length (32)")):
+        cfg = write_config(tmp_path / "run.yaml", tiny_config(tiny_model, sentiment_csv, tmp_path / "runs", task=task))
+        _assert_rejected(_invoke(tmp_path, ["config", "validate", cfg]), needle)
+
+
 def test_freeze_more_layers_than_the_model_has(tiny_model, sentiment_csv, tmp_path):
     cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs", freeze={"mode": "bottom", "layers": 5})
     _assert_rejected(_finetune(tmp_path, cfg), "freeze -> layers: 5 exceeds the model's 2 layers")
