@@ -3,6 +3,7 @@ location; nothing is written and nothing the user had is changed or deleted (eve
 folder is hashed before and after)."""
 
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -391,3 +392,18 @@ def test_unexpected_error_is_one_line_and_a_saved_traceback(run_dir, tmp_path, m
     assert "Traceback" not in result.stderr
     path = result.stderr.split("The traceback is in ")[1].split(";")[0].strip()
     assert "ZeroDivisionError" in open(path).read()
+    os.remove(path)
+
+
+def test_damaged_model_weights(run_dir, tmp_path, sentiment_csv, tiny_model):
+    """A model folder whose weights file is cut short: predict and finetune (model.path) say so."""
+    import shutil
+
+    broken = tmp_path / "broken_run"
+    shutil.copytree(run_dir, broken)
+    weights = broken / "model/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = runner.invoke(app, ["predict", str(broken)], input="great\n")
+    assert result.exit_code == 2 and "cannot be loaded (damaged or incomplete?)" in result.stderr, result.stderr
+    cfg = tiny_config(broken / "model", sentiment_csv, tmp_path / "runs")
+    _assert_rejected(_finetune(tmp_path, cfg), "could not load the weights of", "damaged or incomplete?")

@@ -147,6 +147,7 @@ def test_failure_before_the_first_checkpoint_leaves_no_folder(tiny_model, data, 
     monkeypatch.setattr(loop, "build_optimizer", broken)
     result = _finetune(cfg)
     assert result.exit_code == 1 and "internal error: RuntimeError: simulated bug" in result.stderr
+    __import__("os").remove(result.stderr.split("The traceback is in ")[1].split(";")[0].strip())
     assert not (tmp_path / "runs/tiny").exists()
 
     def interrupted(*a, **k):

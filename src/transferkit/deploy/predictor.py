@@ -69,7 +69,7 @@ class Predictor:
         try:
             model = head_cls.from_pretrained(d)
             tokenizer = AutoTokenizer.from_pretrained(d)
-        except (OSError, ValueError, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 - OSError, SafetensorError, ValueError...: all mean a damaged folder
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"model folder '{d}' cannot be loaded (damaged or incomplete?): {reason}") from None
         device = device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda")

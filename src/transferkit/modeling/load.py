@@ -123,6 +123,6 @@ def instantiate(cls: Any, ref: str, init: str, config: Any):
         check_weights(ref)
         try:
             return cls.from_pretrained(ref, config=config)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"could not load the weights of '{ref}': {_reason(e)}") from None
+        except Exception as e:  # noqa: BLE001 - OSError, SafetensorError, ValueError...: weights unusable
+            raise ModelError(f"could not load the weights of '{ref}' (damaged or incomplete?): {_reason(e)}") from None
     return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
