@@ -265,6 +265,10 @@ class OutputConfig(Section):
     dir: str = Field("runs/{name}", description="Run folder; {name} is replaced by the run's name.")
 
 
+METHODS_HELP = ("Fine-tuning methods plugged into the training loop, by name, each with its own settings, e.g. "
+                "{layerwise_lr: {decay: 0.9}, fgm: {epsilon: 1.0}}; `transferkit config explain` lists the fields.")
+
+
 class RunConfig(Section):
     name: str = Field("run", description="Name of the run: one folder name (no '/', not '.' or '..').")
 
@@ -278,6 +282,7 @@ class RunConfig(Section):
         default_factory=EarlyStoppingConfig, description="Early stopping on validation."
     )
     compare: CompareConfig = Field(default_factory=CompareConfig, description="Baselines in the transfer report.")
+    methods: dict[str, Any] = Field(default_factory=dict, description=METHODS_HELP)
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
 
     @property
@@ -286,7 +291,7 @@ class RunConfig(Section):
 
     def cross_checks(self) -> list[str]:
         """Rules that span sections: settings that do nothing for this task, metrics it does not report."""
-        problems = _output_dir_problems(self.output.dir)
+        problems = _output_dir_problems(self.output.dir) + _method_problems(self, self.task.type)
         kind = self.task.type
         defaults = TaskConfig()
         if kind != "text_classification":
@@ -342,6 +347,53 @@ def _metric_problems(early: EarlyStoppingConfig, allowed: tuple[str, ...]) -> li
         return []
     return [f"early_stopping -> metric: '{early.metric}' is not a validation metric of this task."
             f"{did_you_mean(early.metric, allowed)} It reports: {', '.join(allowed)}."]
+
+
+def validate_methods(raw: Any) -> tuple[dict[str, Any], list[str]]:
+    """The `methods:` mapping -> {name: its config section}, and every problem with its location."""
+    from transferkit import methods as registry
+
+    if raw is None:
+        return {}, []
+    if not isinstance(raw, dict):
+        return {}, [f"methods: a mapping of method names to their settings, e.g. {{fgm: {{epsilon: 1.0}}}} "
+                    f"(got {raw!r})"]
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    known = registry.names()
+    for name, section in raw.items():
+        if name not in known:
+            problems.append(f"methods -> {name}: unknown method.{did_you_mean(str(name), known)} "
+                            f"Available: {', '.join(known)}.")
+            continue
+        cls = registry.config_class(name)
+        if section is None or section is True:
+            section = {}
+        if isinstance(section, cls):
+            out[name] = section
+            continue
+        if not isinstance(section, dict):
+            problems.append(f"methods -> {name}: its settings must be a mapping (or {{}} for the defaults), "
+                            f"got {section!r}")
+            continue
+        try:
+            out[name] = cls.model_validate(section)
+        except ValidationError as err:
+            problems += [f"methods -> {name} -> {p}" for p in _problems(err, cls)]
+    return out, problems
+
+
+def _method_problems(cfg: Any, task_type: str) -> list[str]:
+    problems: list[str] = []
+    enabled = set(cfg.methods)
+    for name, section in cfg.methods.items():
+        for other in type(section).conflicts:
+            if other in enabled and name < other:
+                problems.append(f"methods: {name} and {other} cannot be combined; choose one")
+        if type(section).tasks and task_type not in type(section).tasks:
+            problems.append(f"methods -> {name}: works for {', '.join(type(section).tasks)}, not for {task_type}")
+        problems += section.cross_checks(cfg)
+    return problems
 
 
 def _output_dir_problems(template: str) -> list[str]:
@@ -459,6 +511,7 @@ class PretrainConfig(Section):
     early_stopping: EarlyStoppingConfig = Field(
         default_factory=_pretrain_early, description="Early stopping on the held-out MLM loss."
     )
+    methods: dict[str, Any] = Field(default_factory=dict, description=METHODS_HELP)
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
 
     @property
@@ -466,7 +519,7 @@ class PretrainConfig(Section):
         return Path(self.output.dir.format(name=self.name))
 
     def cross_checks(self) -> list[str]:
-        return _output_dir_problems(self.output.dir) + _metric_problems(
+        return _output_dir_problems(self.output.dir) + _method_problems(self, "pretrain") + _metric_problems(
             self.early_stopping, validation_metrics("pretrain", pair=self.objective.pair != "none"))
 
 
@@ -582,10 +635,17 @@ def load_any_config(path: str | Path, overrides: list[str] | None = None) -> Run
 
 
 def _validate(data: dict[str, Any], schema: type[BaseModel], source: str | None) -> Any:
+    data = dict(data)
+    has_methods = "methods" in schema.model_fields
+    methods, problems = validate_methods(data.pop("methods", None)) if has_methods else ({}, [])
     try:
         cfg = schema.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_problems(err, schema), source=source) from None
+        raise ConfigError(_problems(err, schema) + problems, source=source) from None
+    if problems:
+        raise ConfigError(problems, source=source)
+    if has_methods:
+        cfg.methods = methods
     problems = cfg.cross_checks() if hasattr(cfg, "cross_checks") else []
     if problems:
         raise ConfigError(problems, source=source)
@@ -606,6 +666,10 @@ def explain(cfg: BaseModel) -> list[tuple[str, Any, Any, str]]:
             key = f"{prefix}{name}"
             if isinstance(value, BaseModel):
                 walk(value, key + ".")
+                continue
+            if isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
+                for sub, section in value.items():  # methods: each enabled method's section
+                    walk(section, f"{key}.{sub}.")
                 continue
             default = None if field.is_required() else field.get_default(call_default_factory=True)
             rows.append((key, value, default, field.description or ""))

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from conftest import make_rows, tiny_config, write_config, write_csv
 
 CLI = [sys.executable, "-m", "transferkit.cli"]
-STALLED = [sys.executable, str(Path(__file__).with_name("stalled_writes.py"))]
+LAUNCH = [sys.executable, str(Path(__file__).with_name("launch.py"))]  # the CLI with test instruments
+SLOW = "methods.slow_steps.seconds=0.25"  # a test-only method: sleep after each step
 STEPS = 36  # 3 epochs x 12 steps
 
 
@@ -82,7 +83,7 @@ def _wait_for_step(proc, run_dir: Path, step: int, timeout: float = 240) -> int:
 
 
 def _resume(cfg: Path, name: str) -> None:
-    done = subprocess.run(CLI + ["finetune", str(cfg), f"name={name}", "--resume", "-q"], env=_env(),
+    done = subprocess.run(LAUNCH + ["finetune", str(cfg), f"name={name}", "--resume", "-q"], env=_env(),
                           timeout=300, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -90,7 +91,7 @@ def _resume(cfg: Path, name: str) -> None:
 def test_sigkill_between_checkpoints(reference):
     root, cfg, full = reference
     run_dir = root / "runs/killed"
-    proc = _start(CLI + ["finetune", str(cfg), "name=killed", "-q"], TRANSFERKIT_DEBUG_STEP_DELAY="0.25")
+    proc = _start(LAUNCH + ["finetune", str(cfg), "name=killed", "-q", SLOW])
     killed_at = _wait_for_step(proc, run_dir, 17)  # mid second epoch, between checkpoints
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -106,7 +107,7 @@ def test_sigkill_while_a_checkpoint_is_half_written(reference):
     root, cfg, full = reference
     run_dir = root / "runs/midwrite"
     flag = root / "stalled.flag"
-    proc = _start(STALLED + ["finetune", str(cfg), "name=midwrite", "-q"], STALL_AT_STEP="20", STALL_FLAG=str(flag))
+    proc = _start(LAUNCH + ["finetune", str(cfg), "name=midwrite", "-q"], STALL_AT_STEP="20", STALL_FLAG=str(flag))
     deadline = time.time() + 240
     while not flag.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -126,7 +127,7 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(reference, 
     root, cfg, full = reference
     name = f"stopped_{sig.name}"
     run_dir = root / "runs" / name
-    proc = _start(CLI + ["finetune", str(cfg), f"name={name}", "-q"], TRANSFERKIT_DEBUG_STEP_DELAY="0.25")
+    proc = _start(LAUNCH + ["finetune", str(cfg), f"name={name}", "-q", SLOW])
     _wait_for_step(proc, run_dir, 15)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)

@@ -15,6 +15,7 @@ from typing import Any
 
 from transferkit.config import RunConfig
 from transferkit.data.prepare import load_splits
+from transferkit.methods.stack import MethodStack
 from transferkit.modeling import load as mload
 from transferkit.recipes import rundir
 from transferkit.recipes.rundir import RunFolder, fingerprint
@@ -41,15 +42,18 @@ def data_fingerprint(splits: Any) -> str:
                        for t, p, y in zip(ex.texts, ex.text_pairs or [None] * len(ex), ex.labels))
 
 
-def _build_model(cfg: RunConfig, task, ref: str, tokenizer, init: str):
+def _build_model(cfg: RunConfig, task, ref: str, tokenizer, init: str, methods: MethodStack):
     from transformers import set_seed
 
-    from transferkit.modeling.freeze import apply_freeze
+    from transferkit.modeling.freeze import apply_freeze, count_params
 
     set_seed(cfg.train.seed)
     model = task.build_model(ref, init=init, size=cfg.model.size if init == "scratch" else None,
                              dropout=cfg.model.dropout, tokenizer=tokenizer)
     trainable, total = apply_freeze(model, cfg.freeze.mode, cfg.freeze.layers)
+    if methods:
+        model = methods.prepare_model(model, task=task)
+        trainable, total = count_params(model)
     return model, trainable, total
 
 
@@ -75,19 +79,23 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     main = acc.is_main_process
     log.info("data: %s", splits.report.sizes)
 
-    # 2. Tokenize once; build the model (head options and freeze policy are checked here, still before
-    # the run folder exists).
+    # 2. Tokenize once (the methods see the training split first: augmentation); build the model (head
+    # options, freeze policy and the methods' model changes are checked here, still before the run folder
+    # exists).
+    methods = MethodStack.from_config(cfg.methods)
+    splits.train = methods.train_examples(splits.train, seed=cfg.train.seed)
     train, val, test = (task.encode(tokenizer, s) for s in splits)
-    model, trainable, total = _build_model(cfg, task, ref, tokenizer, cfg.model.init)
+    model, trainable, total = _build_model(cfg, task, ref, tokenizer, cfg.model.init, methods)
     open_run(cfg, folder, acc)
     with folder.guard(main):
         return _train_and_ship(cfg, task, model, tokenizer, ref, splits, (train, val, test), acc, run_dir,
-                               resume=resume, progress=progress, trainable=trainable, total=total)
+                               resume=resume, progress=progress, trainable=trainable, total=total,
+                               methods=methods)
 
 
 def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: str, splits: Any, encoded: tuple,
                     acc: Any, run_dir: Path, *, resume: bool, progress: bool, trainable: int,
-                    total: int) -> dict[str, Any]:
+                    total: int, methods: MethodStack) -> dict[str, Any]:
     from transferkit.deploy.predictor import save_model
     from transferkit.evaluation.compare import linear_probe, majority_baseline
     from transferkit.evaluation.evaluate import evaluate
@@ -116,16 +124,18 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
 
     # 4. Fine-tune, keep the best checkpoint, test it.
     result = fit(task, model, train, val, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
-                 resume=resume, progress=progress, label="fine-tuning")
+                 resume=resume, progress=progress, label="fine-tuning", methods=methods)
     model = acc.unwrap_model(model)
     test_metrics, _ = evaluate(task, model, test, device=acc.device, accelerator=acc, batch_size=64)
     transfer["fine_tuned"] = test_metrics
 
     if cfg.compare.scratch:
         log.info("training the same architecture from scratch on the same data and budget...")
-        scratch_model, _, _ = _build_model(cfg, task, ref, tokenizer, "scratch")
+        scratch_methods = MethodStack.from_config(cfg.methods)  # the same methods, their own state
+        scratch_model, _, _ = _build_model(cfg, task, ref, tokenizer, "scratch", scratch_methods)
         fit(task, scratch_model, train, val, cfg.train, cfg.early_stopping, run_dir / "scratch",
-            accelerator=acc, resume=resume, progress=progress, label="training from scratch")
+            accelerator=acc, resume=resume, progress=progress, label="training from scratch",
+            methods=scratch_methods)
         transfer["scratch"] = evaluate(task, scratch_model, test, device=acc.device, accelerator=acc)[0]
 
     if not main:
@@ -137,7 +147,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         "name": cfg.name, "task": task.name, "metric": metric,
         "labels": getattr(task, "types", None) or task.labels,  # NER: entity types, not tags
         "baseline_names": getattr(task, "baseline_names", {}),
-        "model": cfg.model.path, "test": test_metrics,
+        "model": cfg.model.path, "test": test_metrics, "methods": methods.describe(),
         "transfer": {k: {m: v[m] for m in (metric, "macro_f1", "exact_match") if m in v}
                      for k, v in transfer.items()},
         "data": splits.report.as_dict(),

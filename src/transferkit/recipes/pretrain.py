@@ -126,14 +126,19 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     elif lm.get_input_embeddings().weight.shape[0] < len(tokenizer):
         lm.resize_token_embeddings(len(tokenizer))
     model = task.wrap(lm)
+    from transferkit.methods.stack import MethodStack
+
+    methods = MethodStack.from_config(cfg.methods)
+    model = methods.prepare_model(model, task=task)
     open_run(cfg, folder, acc)
     with folder.guard(acc.is_main_process):
         return _train_and_ship(cfg, task, model, tokenizer, corpus, added, train, held, acc, folder.path,
-                               resume=resume, progress=progress)
+                               resume=resume, progress=progress, methods=methods)
 
 
 def _train_and_ship(cfg: PretrainConfig, task: Any, model: Any, tokenizer: Any, corpus: Any, added: list,
-                    train: Any, held: Any, acc: Any, run_dir: Any, *, resume: bool, progress: bool) -> dict[str, Any]:
+                    train: Any, held: Any, acc: Any, run_dir: Any, *, resume: bool, progress: bool,
+                    methods: Any) -> dict[str, Any]:
     from transferkit.evaluation.evaluate import evaluate
     from transferkit.evaluation.report import write_pretrain_report
     from transferkit.recipes.finetune import peak_rss_mb
@@ -148,7 +153,7 @@ def _train_and_ship(cfg: PretrainConfig, task: Any, model: Any, tokenizer: Any, 
 
     # 3. Train.
     result = fit(task, model, train, held, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
-                 resume=resume, progress=progress, label="pretraining")
+                 resume=resume, progress=progress, label="pretraining", methods=methods)
     model = acc.unwrap_model(model)
     after, _ = evaluate(task, model, held, device=acc.device, accelerator=acc, batch_size=64)
     if not main:

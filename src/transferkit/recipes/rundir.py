@@ -113,9 +113,12 @@ def config_changes(saved_yaml: str, cfg: BaseModel) -> dict[str, tuple[Any, Any]
     """{dotted key: (value in the run, value now)} for every field that differs. The saved config is
     read through the current schema, so fields added since the run was made count at their defaults."""
     raw = yaml.safe_load(saved_yaml) or {}
-    old = load_config(raw=raw, schema=type(cfg)).model_dump(mode="json")
-    a, b = _flatten(old), _flatten(cfg.model_dump(mode="json"))
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    old_cfg = load_config(raw=raw, schema=type(cfg))
+    observers = {f"methods.{name}." for c in (old_cfg, cfg) for name, section in getattr(c, "methods", {}).items()
+                 if not type(section).affects_results}
+    a, b = _flatten(old_cfg.model_dump(mode="json")), _flatten(cfg.model_dump(mode="json"))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not any(f"{k}.".startswith(o) for o in observers)}
 
 
 @dataclass

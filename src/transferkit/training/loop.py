@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ from torch import nn
 from transferkit.config import EarlyStoppingConfig, TrainConfig
 from transferkit.errors import CheckpointError, ConfigError, Interrupted
 from transferkit.evaluation.evaluate import evaluate
+from transferkit.methods.base import StepContext
+from transferkit.methods.stack import MethodStack
 from transferkit.tasks.base import Encoded, Task
 from transferkit.training import checkpoint as ckpt
 from transferkit.training.batching import chunk_batch, epoch_batches, split_batch
@@ -92,12 +93,13 @@ def _micro_batch_size(cfg: TrainConfig, world: int) -> int:
 
 def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainConfig,
         early: EarlyStoppingConfig, run_dir: Path, *, accelerator: Any = None, resume: bool = False,
-        progress: bool = True, label: str = "training") -> FitResult:
+        progress: bool = True, label: str = "training", methods: MethodStack | None = None) -> FitResult:
     """Train `model` on `train`, evaluating on `val`. Checkpoints go to run_dir/checkpoints.
 
     The best model (by the early-stopping metric) is kept in run_dir/checkpoints/best_model.pt and loaded
-    back into `model` before returning.
+    back into `model` before returning. `methods`: the run's plug-ins (their hooks are called here).
     """
+    methods = methods if methods is not None else MethodStack()
     acc = accelerator or make_accelerator(cfg.precision)
     ckpt_dir = run_dir / "checkpoints"
     main = acc.is_main_process
@@ -110,6 +112,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
         budget = bm.max_tokens * world if bm.max_tokens else None
         all_batches = epoch_batches(train.lengths, micro * world, seed=cfg.seed, epoch=epoch,
                                     strategy=bm.strategy, max_tokens=budget)
+        all_batches = methods.epoch_batches(all_batches, epoch=epoch, seed=cfg.seed, train=train)
         return [split_batch(b, rank, world) for b in all_batches]
 
     steps_per_epoch = math.ceil(len(batches_for(0)) / cfg.grad_accum)
@@ -118,7 +121,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
              world, acc.distributed_type.value, micro, total_steps, steps_per_epoch)
     eval_every = steps_per_epoch if cfg.eval_every == "epoch" else int(cfg.eval_every)
 
-    optimizer = build_optimizer(model, cfg.optimizer, acc.device.type)
+    optimizer = build_optimizer(model, cfg.optimizer, acc.device.type, groups_hook=methods.param_groups)
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps)
     watch = early.metric or task.primary_metric
     mode = early.mode or ("min" if watch.endswith("loss") else "max")
@@ -134,6 +137,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         stopper.load_state_dict(saved["early_stopping"])
+        methods.load_state_dict(saved.get("methods", {}))
         state = LoopState(**saved["loop"])
         metrics_offset = saved["metrics_offset"]
         ckpt.set_rng_state(saved["rng"][rank] if isinstance(saved["rng"], list) else saved["rng"])
@@ -159,6 +163,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                 "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict(),
                 "loop": loop_state, "rng": rngs, "metrics_offset": logger.offset(),
+                "methods": methods.state_dict(),
             }, ckpt_dir / LAST)
         acc.wait_for_everyone()
 
@@ -170,6 +175,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         scalars["epoch"] = round(state.step / steps_per_epoch, 3)
         logger.log(state.step, scalars, "validation")
+        methods.on_evaluation(step=state.step, metrics=scalars)
         watched = scalars.get(stopper.metric)
         if watched is None:
             raise ConfigError([f"early_stopping -> metric: '{stopper.metric}' is not among the validation "
@@ -181,7 +187,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                  ", ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k != "epoch"))
         return stopper.should_stop
 
-    delay = float(os.environ.get("TRANSFERKIT_DEBUG_STEP_DELAY", "0"))  # lets tests kill a run mid-epoch
+    methods.on_train_start(model=model, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     model.train()
     stopped = stopper.should_stop
     running = torch.full((), state.loss_sum, device=acc.device)
@@ -205,9 +211,13 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                         batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
                         sync = j == group_end - 1 and c == len(chunks) - 1
                         ctx = acc.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
-                        with ctx, acc.autocast():
-                            loss = task.loss(task.forward(model, batch), batch) * (len(part) / len(idx))
-                        acc.backward(loss / len(group))
+                        scale = len(part) / len(idx)
+                        if methods.has_step:
+                            loss = _method_step(methods, task, model, batch, scale, len(group), acc, ctx, state.step)
+                        else:
+                            with ctx, acc.autocast():
+                                loss = task.loss(task.forward(model, batch), batch) * scale
+                            acc.backward(loss / len(group))
                         running += loss.detach()
                     running_n += 1
                     state.examples_seen += len(idx) * world
@@ -219,14 +229,15 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.batch_in_epoch = group_end
-                if delay:
-                    time.sleep(delay)
+                methods.on_step_end(step=state.step, model=model, optimizer=optimizer)
                 if state.step % cfg.log_every == 0 or state.step == total_steps:
                     mean_loss = float(running) / max(running_n, 1)
                     running.zero_()
                     running_n = 0
-                    logger.log(state.step, {"loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                                            "epoch": round(state.step / steps_per_epoch, 3)}, "train")
+                    values = {"loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+                              "epoch": round(state.step / steps_per_epoch, 3)}
+                    logger.log(state.step, values, "train")
+                    methods.on_log(step=state.step, values=values)
                     bar.update(bar_task, loss=mean_loss)
                 bar.update(bar_task, completed=state.step)
                 end_of_epoch = state.batch_in_epoch >= n_micro
@@ -261,10 +272,31 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                                   "rerun with --overwrite to train again.") from None
         acc.unwrap_model(model).load_state_dict(best)
     acc.wait_for_everyone()
-    return FitResult(steps=state.step, epochs_completed=round(state.step / steps_per_epoch, 3),
+    result = FitResult(steps=state.step, epochs_completed=round(state.step / steps_per_epoch, 3),
                      stopped_early=stopped, best_metric=stopper.best, best_step=stopper.best_step,
                      history=logger.history, train_seconds=state.train_seconds,
                      examples_seen=state.examples_seen, tokens_seen=state.tokens_seen)
+    methods.on_train_end(model=acc.unwrap_model(model), result=result)
+    return result
+
+
+def _method_step(methods: MethodStack, task: Task, model: nn.Module, batch: dict[str, torch.Tensor], scale: float,
+                 n_group: int, acc: Any, sync_ctx: Any, step: int) -> torch.Tensor:
+    """One chunk's forward and backward through the methods' train_step chain."""
+    def forward_loss() -> torch.Tensor:
+        with acc.autocast():
+            return task.loss(task.forward(model, batch), batch) * scale
+
+    def backward(loss: torch.Tensor) -> None:
+        acc.backward(loss / n_group)
+
+    def default() -> torch.Tensor:
+        with sync_ctx:
+            loss = forward_loss()
+        backward(loss)
+        return loss
+
+    return methods.train_step(StepContext(model, batch, forward_loss, backward, step), default)
 
 
 def _load_last(ckpt_dir: Path) -> dict[str, Any]:

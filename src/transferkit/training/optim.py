@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -19,8 +21,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig, device_type: str = "cpu") -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig, device_type: str = "cpu",
+                    groups_hook: Callable[..., list[dict]] | None = None) -> torch.optim.Optimizer:
+    """`groups_hook(model, groups, lr=...)`: the methods' say on parameter groups (layer-wise rates)."""
     groups = param_groups(model, cfg.weight_decay)
+    if groups_hook is not None:
+        groups = groups_hook(model, groups, lr=cfg.lr)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     # Fused kernels exist for CPU and CUDA; measured on 2 CPU cores for MiniLM-L6 (22.7M params): one AdamW

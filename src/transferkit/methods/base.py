@@ -1,0 +1,122 @@
+"""The methods seam: a method is a small component that plugs into the one training loop through hooks.
+
+Each method lives in its own file under `methods/` with its config section (a pydantic model, every field
+described) beside it; a run lists the methods it uses under `methods:`. The loop and the recipes call the
+hooks of every enabled method, in the stated order (`Method.order`: data, model, optimisation, step,
+events), so several methods compose without the loop knowing any of them.
+
+This module is imported by `config.py`, so it must not import torch at module level.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+#: composition order of the stages (lower runs first); a method states its stage
+DATA, MODEL, OPTIM, STEP, EVENTS = 10, 20, 30, 40, 50
+
+
+class MethodConfig(BaseModel):
+    """A method's config section: unknown keys are errors, assignments validated, every field described."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    #: registry name (the key under `methods:`)
+    method: ClassVar[str] = ""
+    #: one line for `config explain` and the docs
+    summary: ClassVar[str] = ""
+    #: methods that cannot be combined with this one (a config error, before anything is written)
+    conflicts: ClassVar[tuple[str, ...]] = ()
+    #: task types this method supports (empty: all)
+    tasks: ClassVar[tuple[str, ...]] = ()
+    #: False for methods that only observe (trackers, progress hooks): they may be added or removed on --resume
+    affects_results: ClassVar[bool] = True
+
+    def cross_checks(self, run: Any) -> list[str]:
+        """Problems with this section given the whole run config (locations 'methods -> name -> field')."""
+        return []
+
+
+class StepContext:
+    """What a training-step hook sees: the model, the batch of this chunk, and the two calls that make a
+    step (the loss of a forward pass, and its backward pass with the loop's scaling)."""
+
+    __slots__ = ("model", "batch", "forward_loss", "backward", "step")
+
+    def __init__(self, model: nn.Module, batch: dict[str, torch.Tensor], forward_loss: Any, backward: Any,
+                 step: int) -> None:
+        self.model, self.batch, self.forward_loss, self.backward, self.step = model, batch, forward_loss, backward, step
+
+
+class Method:
+    """Base class: every hook is optional and does nothing by default. Subclasses set `Config` and `order`."""
+
+    Config: ClassVar[type[MethodConfig]]
+    order: ClassVar[int] = EVENTS
+
+    def __init__(self, cfg: MethodConfig) -> None:
+        self.cfg = cfg
+
+    @property
+    def name(self) -> str:
+        return self.Config.method
+
+    # -- data (training split only; validation and test are never touched)
+    def train_examples(self, examples: Any, *, seed: int) -> Any:
+        """The training Examples before they are encoded (augmentation). Returns Examples."""
+        return examples
+
+    def epoch_batches(self, batches: list[list[int]], *, epoch: int, seed: int, train: Any) -> list[list[int]]:
+        """The global micro-batches of one epoch (a sampler). Must be a pure function of (seed, epoch) so that
+        resume stays exact."""
+        return batches
+
+    # -- model
+    def prepare_model(self, model: nn.Module, *, task: Any) -> nn.Module:
+        """The model after it is built and frozen, before training (adapters, later pruning)."""
+        return model
+
+    # -- optimisation
+    def param_groups(self, model: nn.Module, groups: list[dict[str, Any]], *, lr: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (layer-wise learning rates)."""
+        return groups
+
+    # -- training step
+    def train_step(self, ctx: StepContext, inner: Any) -> torch.Tensor:
+        """One chunk's forward + backward. `inner()` runs the rest of the chain (by default: loss of a
+        forward pass, then its backward) and returns the loss; a method may add passes around it
+        (adversarial perturbations) or replace the loss. Returns the loss to log."""
+        return inner()
+
+    # -- events
+    def on_train_start(self, *, model: nn.Module, total_steps: int, steps_per_epoch: int) -> None:
+        """Before the first step (also after a resume)."""
+
+    def on_step_end(self, *, step: int, model: nn.Module, optimizer: Any) -> None:
+        """After each optimizer step (gradual unfreezing, budget schedules)."""
+
+    def on_log(self, *, step: int, values: dict[str, Any]) -> None:
+        """After each training log line (trackers)."""
+
+    def on_evaluation(self, *, step: int, metrics: dict[str, Any]) -> None:
+        """After each validation (trackers, hyperparameter-search pruning)."""
+
+    def on_train_end(self, *, model: nn.Module, result: Any) -> None:
+        """After training, the best checkpoint restored."""
+
+    # -- resumable state
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        """What the report says about this method."""
+        return {"method": self.name, **self.cfg.model_dump(mode="json")}
