@@ -257,16 +257,29 @@ def _read_inputs(path: Optional[Path], column: str, structured: bool) -> list[tu
     if suffix == ".txt":
         return [(f"{path} line {n}", t if t.strip() else None) for n, t in enumerate(ds["text"], 1)]
     ex = to_examples(ds, text_column=column, label_column=None, text_pair_column=None, where=str(path),
-                     name="input")
-    return [(where, t if t.strip() else None) for where, t in zip(ex.origin, ex.texts)]
+                     name="input", option="--text-column")
+    rows = [(where, t if t.strip() else None) for where, t in zip(ex.origin, ex.texts)]
+    if suffix in (".jsonl", ".json"):  # blank lines are not records: keep their place in the output
+        by_line = {int(where.rsplit(" ", 1)[1]): (where, t) for where, t in rows}
+        n_lines = len(path.read_bytes().decode("utf-8", "replace").splitlines())
+        rows = [by_line.get(n, (f"{path} line {n}", None)) for n in range(1, n_lines + 1)]
+    return rows
 
 
-def _check_output(path: Path) -> None:
-    """Fail before predicting when the output cannot be written."""
+def _check_output(path: Path, inputs: Optional[Path], run: Path) -> None:
+    """Fail before predicting when the output cannot be written, or would overwrite the input or the run."""
     import tempfile
 
     from transferkit.errors import TransferkitError as E
 
+    target = path.resolve()
+    if inputs is not None and inputs.exists() and target == inputs.resolve():
+        raise E(f"--output '{path}' is the input file: predicting would overwrite it. Write elsewhere, e.g. "
+                f"--output {path.with_suffix('.predictions.jsonl')}")
+    run_root = run.resolve()
+    if run_root.is_dir() and (run_root == target or run_root in target.parents):
+        raise E(f"--output '{path}' lies inside the run folder '{run}': predictions never overwrite a run's "
+                "files. Write them elsewhere.")
     if path.is_dir():
         raise E(f"--output '{path}' is a folder: give a file name, e.g. --output {path / 'predictions.jsonl'}")
     parent = path.parent if str(path.parent) else Path(".")
@@ -294,7 +307,7 @@ def predict(
     _setup_logging(quiet=True)
     with _user_errors():
         if output is not None:
-            _check_output(output)
+            _check_output(output, input, run)
         from transferkit.deploy.predictor import Predictor
 
         predictor = Predictor.load(run, int8=int8)
@@ -330,6 +343,12 @@ def config_validate(config: Path, overrides: Optional[list[str]] = OVERRIDES) ->
 
     with _user_errors():
         cfg = load_any_config(config, overrides or [])
+        from transferkit.errors import ConfigError
+        from transferkit.preflight import problems
+
+        found = problems(cfg)
+        if found:
+            raise ConfigError(found, source=str(config))
     kind = "pretraining" if isinstance(cfg, PretrainConfig) else "fine-tuning"
     out.print(f"[green]ok[/]: {config} is a valid {kind} config")
 

@@ -22,8 +22,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def check_run_name(name: str) -> str:
+def check_run_name(name: Any) -> str:
     """A run's name becomes one folder under output.dir: never a path, '.', '..' or empty."""
+    if name is None:
+        raise ValueError("must be a plain folder name such as 'my_run' (got nothing: `name=` or `name: ~` in YAML "
+                         "means null)")
+    if isinstance(name, (int, float)) and not isinstance(name, bool):
+        name = str(name)  # name=123: a number is a fine folder name
+    if not isinstance(name, str):
+        raise ValueError(f"must be a plain folder name such as 'my_run' (got {name!r})")
     if not name.strip() or name.strip() in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise ValueError("must be a plain folder name such as 'my_run': not empty, '.' or '..', and without "
                          "'/' or '\\'; use output.dir to choose where run folders go")
@@ -272,7 +279,7 @@ METHODS_HELP = ("Fine-tuning methods plugged into the training loop, by name, ea
 class RunConfig(Section):
     name: str = Field("run", description="Name of the run: one folder name (no '/', not '.' or '..').")
 
-    _name = field_validator("name")(check_run_name)
+    _name = field_validator("name", mode="before")(check_run_name)
     model: ModelConfig = Field(default_factory=ModelConfig, description="The pretrained model.")
     data: DataConfig = Field(description="Where the examples come from.")
     task: TaskConfig = Field(default_factory=TaskConfig, description="What is predicted.")
@@ -287,7 +294,7 @@ class RunConfig(Section):
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.output.dir.format(name=self.name))
+        return Path(self.output.dir.format(name=self.name)).expanduser()
 
     def cross_checks(self) -> list[str]:
         """Rules that span sections: settings that do nothing for this task, metrics it does not report."""
@@ -343,6 +350,9 @@ def validation_metrics(kind: str, *, multilabel: bool = False, pair: bool = Fals
 
 
 def _metric_problems(early: EarlyStoppingConfig, allowed: tuple[str, ...]) -> list[str]:
+    if early.metric is not None and early.metric.endswith("loss") and early.mode == "max":
+        return [f"early_stopping -> mode: 'max' would keep the model with the largest {early.metric}; losses are "
+                "minimised: use mode: min (or leave mode out)"]
     if early.metric is None or early.metric in allowed:
         return []
     return [f"early_stopping -> metric: '{early.metric}' is not a validation metric of this task."
@@ -407,6 +417,9 @@ def _output_dir_problems(template: str) -> list[str]:
     if bad:
         return [f"output -> dir: unknown placeholder {{{bad[0]}}} in {template!r}; the only placeholder is "
                 "{name} (the run's name)"]
+    specs = [(c, s) for _, f, s, c in string.Formatter().parse(template) if f is not None and (c or s)]
+    if specs:
+        return [f"output -> dir: write the placeholder as {{name}}, without a conversion or format ({template!r})"]
     return []
 
 
@@ -502,7 +515,7 @@ def _pretrain_early() -> EarlyStoppingConfig:
 class PretrainConfig(Section):
     name: str = Field("pretrain", description="Name of the run: one folder name (no '/', not '.' or '..').")
 
-    _name = field_validator("name")(check_run_name)
+    _name = field_validator("name", mode="before")(check_run_name)
     model: PretrainModelConfig = Field(default_factory=PretrainModelConfig, description="What is pretrained.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Vocabulary.")
     corpus: CorpusConfig = Field(description="Unlabelled text.")
@@ -516,7 +529,7 @@ class PretrainConfig(Section):
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.output.dir.format(name=self.name))
+        return Path(self.output.dir.format(name=self.name)).expanduser()
 
     def cross_checks(self) -> list[str]:
         return _output_dir_problems(self.output.dir) + _method_problems(self, "pretrain") + _metric_problems(
@@ -553,6 +566,8 @@ def _problems(err: ValidationError, root: type[BaseModel] = RunConfig) -> list[s
             owner = _section_at(loc[:-1], root)
             allowed = sorted(owner.model_fields) if owner else []
             hint = did_you_mean(str(loc[-1]), allowed)
+            if loc == ("corpus",) and root is RunConfig:
+                hint = " This looks like a pretraining config: run it with `transferkit pretrain`."
             out.append(
                 f"{_format_loc(loc)}: unknown key.{hint} Allowed here: {', '.join(allowed)}."
             )
@@ -595,6 +610,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        found = sorted(x.name for x in p.glob("*.yaml"))[:6]
+        raise ConfigError([f"'{p}' is a folder, not a config file" + (f"; it holds {', '.join(found)}" if found else "")
+                           ], source=str(p))
     if not p.is_file():
         raise ConfigError([f"config file '{p}' does not exist"], source=str(p))
     try:

@@ -55,5 +55,6 @@ class Interrupted(TransferkitError):
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """A ' Did you mean 'x'?' suffix when a close match exists, else ''."""
-    matches = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" Did you mean '{matches[0]}'?" if matches else ""
+    by_fold = {str(c).casefold(): str(c) for c in choices}
+    matches = difflib.get_close_matches(str(value).casefold(), list(by_fold), n=1, cutoff=0.6)
+    return f" Did you mean '{by_fold[matches[0]]}'?" if matches else ""

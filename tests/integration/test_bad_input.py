@@ -407,3 +407,98 @@ def test_damaged_model_weights(run_dir, tmp_path, sentiment_csv, tiny_model):
     assert result.exit_code == 2 and "cannot be loaded (damaged or incomplete?)" in result.stderr, result.stderr
     cfg = tiny_config(broken / "model", sentiment_csv, tmp_path / "runs")
     _assert_rejected(_finetune(tmp_path, cfg), "could not load the weights of", "damaged or incomplete?")
+
+
+# ------------------------------------------------------------------ found by a careless-user pass
+
+
+def test_predict_never_overwrites_its_input_or_the_run(run_dir, tmp_path):
+    src = write_csv(tmp_path / "victim.csv", [{"text": "a great film", "label": "positive"}])
+    for target, needle in ((src, "is the input file"), (run_dir / "config.resolved.yaml", "inside the run folder")):
+        result, before, after = _invoke(tmp_path, ["predict", run_dir, "-i", src, "-o", target])
+        assert result.exit_code == 2 and needle in result.stderr, result.stderr
+        assert after == before and "config.resolved.yaml" in {p.name for p in run_dir.iterdir()}
+
+
+def test_predict_jsonl_blank_lines_keep_their_place(run_dir, tmp_path):
+    src = tmp_path / "b.jsonl"
+    src.write_text('{"text": "a"}\n\n{"text": ""}\n{"text": "b"}\n')
+    result = runner.invoke(app, ["predict", str(run_dir), "-i", str(src)])
+    out = [json.loads(x) for x in result.stdout.splitlines()]
+    assert result.exit_code == 0 and len(out) == 4, result.stdout
+    assert out[0]["text"] == "a" and "error" in out[1] and "error" in out[2] and out[3]["text"] == "b"
+
+
+def test_model_folder_without_a_vocabulary(run_dir, tiny_model, sentiment_csv, tmp_path):
+    import shutil
+
+    notok = tmp_path / "notok"
+    notok.mkdir()
+    for f in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        shutil.copy(tiny_model / f, notok / f)
+    cfg = tiny_config(notok, sentiment_csv, tmp_path / "runs")
+    _assert_rejected(_finetune(tmp_path, cfg), "has no tokenizer vocabulary", "[UNK]")
+    broken = tmp_path / "run_copy"
+    shutil.copytree(run_dir, broken)
+    (broken / "model/tokenizer.json").unlink()
+    result = runner.invoke(app, ["predict", str(broken)], input="great\n")
+    assert result.exit_code == 2 and "has no tokenizer vocabulary" in result.stderr
+
+
+def test_max_length_beyond_the_models_positions(tiny_model, sentiment_csv, tmp_path):
+    cfg = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs", model={"path": str(tiny_model), "max_length": 100})
+    needle = "model.max_length: 100 exceeds the 64 positions"
+    _assert_rejected(_finetune(tmp_path, cfg), needle)
+    _assert_rejected(_invoke(tmp_path, ["config", "validate", write_config(tmp_path / "run.yaml", cfg)]), needle)
+
+
+def test_config_validate_checks_paths_without_loading_anything(tiny_model, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").unlink()
+    cfg = tiny_config(broken, {"source": str(tmp_path / "data/nope.csv")}, tmp_path / "runs",
+                      output={"dir": "/proc/x/{name}"})
+    _assert_rejected(_invoke(tmp_path, ["config", "validate", write_config(tmp_path / "run.yaml", cfg)]),
+                     "3 problem(s)", "has a config.json but no weights", "data -> source:", "nope.csv' does not exist",
+                     "'/proc' is not writable")
+
+
+def test_config_rules_found_by_the_careless_pass(tiny_model, sentiment_csv, tmp_path, monkeypatch):
+    from transferkit.config import load_config
+
+    base = tiny_config(tiny_model, sentiment_csv, tmp_path / "runs")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert str(load_config(raw={**base, "output": {"dir": "~/tk/{name}"}}).run_dir) == str(tmp_path / "home/tk/tiny")
+    assert load_config(raw={**base, "name": 123}).name == "123"
+    cases = [({"output": {"dir": "runs/{name!r}"}}, "without a conversion or format"),
+             ({"name": None}, "got nothing"),
+             ({"early_stopping": {"metric": "loss", "mode": "max"}}, "losses are minimised"),
+             ({"corpus": {"sources": ["x"]}}, "looks like a pretraining config: run it with `transferkit pretrain`")]
+    for extra, needle in cases:
+        with pytest.raises(Exception) as e:
+            load_config(raw={**base, **extra})
+        assert needle in str(e.value), (extra, str(e.value))
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    _assert_rejected(_invoke(tmp_path, ["finetune", folder]), "is a folder, not a config file")
+
+
+def test_label_column_pointing_at_the_text(tiny_model, sentiment_csv, tmp_path):
+    cfg = tiny_config(tiny_model, {"source": str(sentiment_csv), "label_column": "text"}, tmp_path / "runs")
+    err = _assert_rejected(_finetune(tmp_path, cfg), "is data.label_column the text column?")
+    assert len(err) < 1500
+
+
+def test_too_small_to_hold_both_labels_after_splitting(tiny_model, tmp_path):
+    data = write_csv(tmp_path / "three.csv", make_rows(3))
+    _assert_rejected(_finetune(tmp_path, tiny_config(tiny_model, data, tmp_path / "runs")),
+                     "the training split has only one label")
+
+
+def test_builtin_names_known_to_config_validate():
+    from transferkit.data.builtin import BUILTIN
+    from transferkit.preflight import BUILTIN_NAMES
+
+    assert set(BUILTIN) <= set(BUILTIN_NAMES)

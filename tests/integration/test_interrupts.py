@@ -150,12 +150,29 @@ def _mount_tmpfs(path: Path, size_kb: int) -> bool:
     return done.returncode == 0
 
 
+def test_too_little_space_is_found_before_training(reference, tmp_path):
+    root, cfg, _ = reference
+    disk = tmp_path / "tiny_disk"
+    if not _mount_tmpfs(disk, 64):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        small = tmp_path / "small.yaml"
+        small.write_text(cfg.read_text().replace(str(root / "runs"), str(disk)))
+        done = subprocess.run(CLI + ["finetune", str(small), "-q"], env=_env(), timeout=300, capture_output=True,
+                              text=True)
+        assert done.returncode == 2 and "not enough free space for the run folder" in done.stderr, done.stderr
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
 def test_full_disk_keeps_the_last_checkpoint_and_resumes(reference):
     """A real small file system: the second checkpoint does not fit. The run stops with 'no space left on
     device', leaves no temporary file, keeps the first checkpoint; given space, --resume finishes it."""
     root, cfg, full = reference
-    ckpt = full / "checkpoints/last.pt"
-    size_kb = int((ckpt.stat().st_size * 1.5) // 1024) + 96  # the run's small files + one checkpoint and a half
+    weights = (full / "model/model.safetensors").stat().st_size
+    # room for the up-front check (5x the weights) and the first checkpoint, not for rewriting it (about 7x)
+    size_kb = int(6 * weights // 1024) + 96
     disk = root / "small_disk"
     if not _mount_tmpfs(disk, size_kb):
         pytest.skip("mounting a tmpfs needs root")

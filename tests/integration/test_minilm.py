@@ -29,3 +29,19 @@ def test_minilm_finetune_beats_baselines(tmp_path):
     assert "## Transfer: what the pretrained weights bought" in report
     assert "| Linear probe (frozen pretrained features) |" in report
     assert "test accuracy" in res.stdout
+
+
+def test_minilm_lora_learns_with_few_parameters(tmp_path):
+    """LoRA (peft) on the pretrained MiniLM: under 2% of the parameters train and it learns (measured: 0.667 test
+    accuracy vs 0.583 for the majority class, n=60; full fine-tuning above: 0.750; the settings are not tuned
+    here, docs/methods.md will compare them). The merged model/ and the adapter/ are both written."""
+    res = runner.invoke(app, [
+        "finetune", "configs/sentiment.yaml", "name=lora", f"output.dir={tmp_path}/{{name}}", "data.limit=600",
+        "train.optimizer.lr=1e-3", "train.batch_size=16", "train.epochs=3", "compare.linear_probe=false",
+        "methods.lora.r=8", "methods.lora.target_modules=all-linear", "-q"])
+    assert res.exit_code == 0, res.stderr
+    m = json.loads((tmp_path / "lora/metrics.json").read_text())
+    assert m["train"]["trainable_params"] / m["train"]["total_params"] < 0.02
+    assert m["transfer"]["fine_tuned"]["accuracy"] >= m["transfer"]["majority"]["accuracy"] + 0.05, m["transfer"]
+    assert (tmp_path / "lora/adapter/adapter_config.json").is_file()
+    assert (tmp_path / "lora/model/model.safetensors").is_file()

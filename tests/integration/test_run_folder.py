@@ -65,10 +65,17 @@ def test_overwrite_replaces_only_the_run_folder(tiny_model, data, tmp_path):
     assert json.loads((run_a / MARKER).read_text())["kind"] == "finetune"
     again = _finetune(_cfg(tiny_model, data, tmp_path, name="a"))
     assert again.exit_code == 2 and "--resume" in again.stderr and "--overwrite" in again.stderr
-    (run_a / "stray.txt").write_text("left from the old run")
+    # a file the user put inside the run folder would be deleted with it: refused, named
+    (run_a / "notes.txt").write_text("my analysis")
+    before = tree_snapshot(tmp_path)
+    result = _finetune(_cfg(tiny_model, data, tmp_path, name="a"), "--overwrite")
+    assert result.exit_code == 2 and "also holds files transferkit did not write (notes.txt)" in result.stderr
+    assert tree_snapshot(tmp_path) == before
+    (run_a / "notes.txt").unlink()
+    (run_a / "model/model.safetensors").write_bytes(b"old weights")
     others = tree_snapshot(tmp_path, skip=run_a)
     assert _finetune(_cfg(tiny_model, data, tmp_path, name="a"), "--overwrite").exit_code == 0
-    assert not (run_a / "stray.txt").exists() and (run_a / "model/model.safetensors").is_file()
+    assert (run_a / "model/model.safetensors").read_bytes() != b"old weights"
     assert tree_snapshot(tmp_path, skip=run_a) == others
 
 
@@ -127,12 +134,17 @@ def test_damaged_last_checkpoint_is_named(tiny_model, data, tmp_path):
     assert result.exit_code == 2, result.stderr
     assert f"checkpoint '{last}' is damaged" in result.stderr
     assert "best-model checkpoint" in result.stderr and "is intact" in result.stderr
-    assert "mv " in result.stderr and "Traceback" not in result.stderr
+    assert "--overwrite instead of --resume" in result.stderr and "Traceback" not in result.stderr
     last.write_bytes(b"not a checkpoint at all")
-    assert "is damaged" in _finetune(cfg, "--resume").stderr
-    # following the advice works: the run trains again from step 0 in the same folder
+    before = tree_snapshot(tmp_path)
+    result = _finetune(cfg, "--resume", "output.dir=" + str(tmp_path / "runs/{name}"), "name=tiny")
+    assert "is damaged" in result.stderr and tree_snapshot(tmp_path) == before  # no config or resume record written
+    # a finished run whose checkpoint is gone is not silently trained again from step 0
     shutil.move(last, str(last) + ".damaged")
-    assert _finetune(cfg, "--resume").exit_code == 0
+    result = _finetune(cfg, "--resume")
+    assert result.exit_code == 2 and "has no checkpoint to resume from" in result.stderr
+    # following the advice works
+    assert _finetune(cfg, "--overwrite").exit_code == 0
     assert torch.load(last, weights_only=False)["loop"]["step"] == 6
 
 

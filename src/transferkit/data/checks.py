@@ -15,6 +15,12 @@ def _listing(rows: list[str]) -> str:
     return "; ".join(rows[:SHOW]) + more
 
 
+def _labels(labels: set[str], show: int = 12) -> str:
+    ordered = sorted(labels)
+    more = f" ... ({len(ordered)} in all)" if len(ordered) > show else ""
+    return str(ordered[:show]) + more
+
+
 def check_texts(ex: Examples) -> None:
     bad = [ex.origin[i] for i, t in enumerate(ex.texts) if not t.strip()]
     if bad:
@@ -42,7 +48,7 @@ def check_known_labels(ex: Examples, known: Iterable[str]) -> None:
                 unknown.add(str(y))
     if bad:
         raise DataError(
-            f"{len(bad)} example(s) in the {ex.name} split carry label(s) {sorted(unknown)} that the "
-            f"training data does not have: {_listing(bad)}. Known labels: {sorted(known_set)}. Fix the "
+            f"{len(bad)} example(s) in the {ex.name} split carry label(s) {_labels(unknown)} that the "
+            f"training data does not have: {_listing(bad)}. Known labels: {_labels(known_set)}. Fix the "
             "labels, add training examples for them, or list them in task.labels."
         )

@@ -93,7 +93,8 @@ def read_file(path: str | Path) -> Dataset:
     fmt = FILE_FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise DataError(
-            f"{p}: unsupported file type '{p.suffix}'. Use .csv, .tsv, .jsonl or a saved `datasets` folder."
+            f"{p}: unsupported file type '{p.suffix}'. Use .csv, .tsv, .jsonl, .txt (one text per line) or a saved "
+            "`datasets` folder."
         )
     check_utf8(p)
     if p.stat().st_size == 0:
@@ -221,13 +222,14 @@ def read_source(source: str) -> DatasetDict:
 
 
 def to_examples(ds: Dataset, *, text_column: str, label_column: str | None, text_pair_column: str | None,
-                where: str, name: str) -> Examples:
+                where: str, name: str, option: str | None = None) -> Examples:
+    """`option`: how the user names the text column where it is not the config (predict's --text-column)."""
     cols = [c for c in ds.column_names if c != LINE]
     wanted = [("text_column", text_column), ("label_column", label_column), ("text_pair_column", text_pair_column)]
     for key, col in wanted:
         if col is not None and col not in cols:
             raise DataError(
-                f"{where}: no column '{col}' (data -> {key}).{did_you_mean(col, cols)} "
+                f"{where}: no column '{col}' ({option or f'data -> {key}'}).{did_you_mean(col, cols)} "
                 f"Columns found: {', '.join(cols)}."
             )
     n = len(ds)

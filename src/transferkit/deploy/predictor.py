@@ -18,9 +18,15 @@ MEAN_HEAD = "BertMeanPoolingForSequenceClassification"
 
 def model_dir_of(path: str | Path) -> Path:
     p = Path(path)
+    if (p / "adapter_config.json").is_file() and (p.parent / "model" / "task.json").is_file():
+        return p.parent / "model"  # a run's adapter/: the task, tokenizer and head config are in model/
     for cand in (p, p / "model"):
         if (cand / "task.json").is_file():
             return cand
+    if (p / "model").is_dir() or (p / "config.json").is_file():
+        where = p / "model" if (p / "model").is_dir() else p
+        raise ModelError(f"'{where}' has no task.json: it was not written by transferkit, or the run did not finish "
+                         "(a run folder gets model/task.json when training ends; resume it with --resume).")
     raise ModelError(f"'{p}' is neither a run folder (with model/) nor a model folder with task.json.")
 
 
@@ -38,6 +44,20 @@ def load_task(desc: dict[str, Any]):
     if desc.get("task") not in TASKS:
         raise ModelError(f"task.json names an unknown task '{desc.get('task')}'; known: {', '.join(TASKS)}")
     return task_class(desc["task"]).from_description(desc)
+
+
+def _with_adapter(head_cls: Any, model_dir: Path, adapter: Path) -> torch.nn.Module:
+    """The base checkpoint the adapter was trained on, with the run's head config, plus the adapter (peft)."""
+    from transformers import AutoConfig
+
+    try:
+        from peft import PeftConfig, PeftModel
+    except ImportError:
+        raise ModelError(f"'{adapter}' is a LoRA adapter: loading it needs peft (pip install peft); "
+                         f"'{model_dir}' holds the same model merged, which does not.") from None
+    base_ref = PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    base = head_cls.from_pretrained(base_ref, config=AutoConfig.from_pretrained(model_dir))
+    return PeftModel.from_pretrained(base, adapter).eval()
 
 
 class Predictor:
@@ -66,9 +86,15 @@ class Predictor:
             head_cls = task.model_class()
         else:
             head_cls = AutoModelForSequenceClassification
+        adapter = Path(path) if (Path(path) / "adapter_config.json").is_file() else None
+        from transferkit.modeling.load import check_tokenizer_files
+
+        check_tokenizer_files(str(d))
         try:
-            model = head_cls.from_pretrained(d)
+            model = head_cls.from_pretrained(d) if adapter is None else _with_adapter(head_cls, d, adapter)
             tokenizer = AutoTokenizer.from_pretrained(d)
+        except ModelError:
+            raise
         except Exception as e:  # noqa: BLE001 - OSError, SafetensorError, ValueError...: all mean a damaged folder
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"model folder '{d}' cannot be loaded (damaged or incomplete?): {reason}") from None

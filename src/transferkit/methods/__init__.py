@@ -14,6 +14,7 @@ from transferkit.methods.base import Method, MethodConfig
 
 #: name -> "module:Class" (built in); classes registered at run time are kept in _EXTRA
 BUILTIN: dict[str, str] = {
+    "lora": "transferkit.methods.lora:LoRA",
     "layerwise_lr": "transferkit.methods.layerwise_lr:LayerwiseLR",
     "fgm": "transferkit.methods.adversarial:FGM",
     "pgd": "transferkit.methods.adversarial:PGD",

@@ -110,6 +110,13 @@ class Method:
     def on_train_end(self, *, model: nn.Module, result: Any) -> None:
         """After training, the best checkpoint restored."""
 
+    # -- saving
+    def export(self, model: nn.Module, *, run_dir: Any, forward: Any) -> nn.Module:
+        """The model to save as the run's model/ folder. A method may write its own files into the run
+        folder (the LoRA adapter) and return another model (the merged one). `forward(model)` gives the
+        outputs of a fixed validation batch, for checking that the two agree."""
+        return model
+
     # -- resumable state
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -87,6 +87,11 @@ class MethodStack:
         for m in self.methods:
             m.on_train_end(**kw)
 
+    def export(self, model: Any, *, run_dir: Any, forward: Any) -> Any:
+        for m in self.methods:
+            model = m.export(model, run_dir=run_dir, forward=forward)
+        return model
+
     def state_dict(self) -> dict[str, Any]:
         return {m.name: m.state_dict() for m in self.methods}
 

@@ -37,7 +37,7 @@ def resolve(path: str) -> str:
         return str(p)
     first = path.split("/")[0]
     looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or ("/" in path and Path(first).is_dir())
-    if "/" not in path and did_you_mean(path, ALIASES):
+    if "/" not in path and did_you_mean(path, ALIASES) and not p.exists():
         raise ModelError(
             f"model path '{path}' is not an alias, a folder here, or a hub name (owner/name).{did_you_mean(path, ALIASES)} "
             f"Aliases: {', '.join(ALIASES)}."
@@ -64,6 +64,38 @@ def check_weights(ref: str) -> None:
         )
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def check_tokenizer_files(ref: str) -> None:
+    """A local folder must hold a vocabulary: without one, transformers builds a tokenizer of special tokens
+    only, and every word becomes [UNK] (training then 'works' and learns nothing)."""
+    p = Path(ref)
+    if p.is_dir() and not any((p / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"model folder '{p}' has no tokenizer vocabulary (none of {', '.join(TOKENIZER_FILES)}): "
+                         "every word would become [UNK]. Copy the tokenizer files of the checkpoint into it.")
+
+
+def check_max_length(ref: str, max_length: int, init: str, size: str | None) -> None:
+    """model.max_length within the model's position embeddings (read from config.json, nothing loaded)."""
+    import json
+
+    if init == "scratch" and size is not None:
+        return  # a named size gets as many positions as it needs
+    p = Path(ref) / "config.json"
+    if not p.is_file():
+        return
+    try:
+        positions = json.loads(p.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return
+    if isinstance(positions, int) and max_length > positions:
+        raise ModelError(f"model.max_length: {max_length} exceeds the {positions} positions of '{ref}'; set "
+                         f"model.max_length to at most {positions} (longer texts are truncated, or cut into windows "
+                         "by the NER and QA tasks).")
+
+
 def _reason(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -72,6 +104,7 @@ def _reason(e: Exception) -> str:
 def load_tokenizer(ref: str):
     from transformers import AutoTokenizer
 
+    check_tokenizer_files(ref)
     try:
         return AutoTokenizer.from_pretrained(ref)
     except (OSError, ValueError) as e:

@@ -37,6 +37,12 @@ def open_run(cfg: Any, folder: RunFolder, acc: Any) -> None:
     acc.wait_for_everyone()
 
 
+def encoder_of(model: Any) -> Any:
+    """The transformers encoder inside a task model (also when a method wrapped it, e.g. peft)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.base_model
+
+
 def data_fingerprint(splits: Any) -> str:
     return fingerprint((ex.name, t, p, str(y)) for ex in splits
                        for t, p, y in zip(ex.texts, ex.text_pairs or [None] * len(ex), ex.labels))
@@ -59,18 +65,19 @@ def _build_model(cfg: RunConfig, task, ref: str, tokenizer, init: str, methods: 
 
 def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     # 1. Everything the user gave is checked before anything is written.
+    folder = rundir.plan(cfg, cfg.run_dir, "finetune", resume=resume, overwrite=overwrite)
+    mload.check_tokenizer_files(mload.resolve(cfg.model.path))
     ref = mload.resolve(cfg.model.path)
     if cfg.model.init == "pretrained":
         mload.check_weights(ref)
+    mload.check_max_length(ref, cfg.model.max_length, cfg.model.init, cfg.model.size)
     tokenizer = mload.load_tokenizer(ref)
     task = build_task(cfg)
-    rundir.check_writable(cfg.run_dir)
     splits = load_splits(cfg.data, getattr(task, "read", None))
     task.fit_labels(splits.train)
     task.check(splits.validation)
     task.check(splits.test)
-    folder = rundir.plan(cfg, cfg.run_dir, "finetune", resume=resume, overwrite=overwrite,
-                         data_fingerprint=data_fingerprint(splits))
+    folder.check_data(data_fingerprint(splits))
     run_dir = folder.path
 
     from transferkit.training.loop import make_accelerator
@@ -86,6 +93,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     splits.train = methods.train_examples(splits.train, seed=cfg.train.seed)
     train, val, test = (task.encode(tokenizer, s) for s in splits)
     model, trainable, total = _build_model(cfg, task, ref, tokenizer, cfg.model.init, methods)
+    rundir.check_free_space(run_dir, model, extra_runs=1 + cfg.compare.scratch)
     open_run(cfg, folder, acc)
     with folder.guard(main):
         return _train_and_ship(cfg, task, model, tokenizer, ref, splits, (train, val, test), acc, run_dir,
@@ -119,7 +127,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
             if cfg.compare.linear_probe and cfg.model.init == "pretrained" and per_example:
                 log.info("linear probe on frozen pretrained features...")
                 # the model's encoder still holds the pretrained weights: fit() has not run yet
-                transfer["linear_probe"] = linear_probe(model.base_model, task, train, test, seed=cfg.train.seed)
+                transfer["linear_probe"] = linear_probe(encoder_of(model), task, train, test, seed=cfg.train.seed)
             atomic_write_text(base_path, json.dumps(transfer))
 
     # 4. Fine-tune, keep the best checkpoint, test it.
@@ -141,7 +149,10 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
     if not main:
         return {}
     # 5. Ship: model folder, metrics, report.
-    save_model(acc.unwrap_model(model), tokenizer, task, run_dir / "model")
+    sample = task.collate([val.features[i] for i in range(min(16, len(val)))])
+    sample = {k: v.to(acc.device) for k, v in sample.items()}
+    shipped = methods.export(acc.unwrap_model(model), run_dir=run_dir, forward=lambda m: task.forward(m, sample))
+    save_model(shipped, tokenizer, task, run_dir / "model")
     metric = task.primary_metric
     summary = {
         "name": cfg.name, "task": task.name, "metric": metric,

@@ -98,15 +98,14 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     from transferkit.tasks.mlm import MaskedLMTask
 
     # 1. Checks and inputs, before anything is written.
+    folder = rundir.plan(cfg, cfg.run_dir, "pretrain", resume=resume, overwrite=overwrite)
     if cfg.model.init == "pretrained":
         mload.check_weights(mload.resolve(cfg.model.path))
-    rundir.check_writable(cfg.run_dir)
     c = cfg.corpus
     corpus = load_corpus(c.sources, text_column=c.text_column, heldout=c.heldout, dedupe=c.dedupe,
                          max_documents=c.max_documents, seed=c.seed)
     log.info("corpus: %s", corpus.stats)
-    folder = rundir.plan(cfg, cfg.run_dir, "pretrain", resume=resume, overwrite=overwrite,
-                         data_fingerprint=rundir.fingerprint(s for d in corpus.train for s in d))
+    folder.check_data(rundir.fingerprint(s for d in corpus.train for s in d))
     tokenizer, old_tokenizer, added = _tokenizer(cfg, corpus)
     o = cfg.objective
     task = MaskedLMTask(mask_id=tokenizer.mask_token_id, pad_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
@@ -130,6 +129,7 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
 
     methods = MethodStack.from_config(cfg.methods)
     model = methods.prepare_model(model, task=task)
+    rundir.check_free_space(folder.path, model)
     open_run(cfg, folder, acc)
     with folder.guard(acc.is_main_process):
         return _train_and_ship(cfg, task, model, tokenizer, corpus, added, train, held, acc, folder.path,

@@ -42,7 +42,9 @@ LEGACY_ENTRIES = {CONFIG, "metrics.json", "metrics.jsonl", "tensorboard", "repor
                   "confusion.png"}
 #: config fields that may differ on --resume: they change where the run lives or how often it is saved,
 #: not what it computes
-SAFE_ON_RESUME = {"output.dir", "train.checkpoint_every"}
+SAFE_ON_RESUME = {"name", "output.dir", "train.checkpoint_every"}
+#: what transferkit itself writes into a run folder (anything else is the user's, and --overwrite refuses)
+RUN_ENTRIES = LEGACY_ENTRIES | {MARKER, RESUMES, "adapter"}
 
 
 class RunFolderError(TransferkitError):
@@ -98,6 +100,22 @@ def check_writable(path: Path, where: str = "output -> dir") -> None:
     except OSError as e:
         raise ConfigError([f"{where}: cannot create the run folder '{path}': '{anc}' is not writable "
                            f"({e.strerror or e}). Choose a folder you can write to (output.dir=...)."]) from None
+
+
+def check_free_space(path: Path, model: Any, extra_runs: int = 1) -> None:
+    """Before training: room for the checkpoints (last: weights + optimizer state, about 3x the weights in
+    fp32; best: the weights) and the model folder, so a full disk is found now and not at the first save."""
+    from transferkit.errors import StorageError
+    from transferkit.training.checkpoint import free_bytes
+
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    need = weights * 5 * extra_runs
+    free = free_bytes(_nearest_existing(path))
+    if free < need:
+        raise StorageError(
+            f"not enough free space for the run folder '{path}': {free / 2**20:.1f} MB free, about "
+            f"{need / 2**20:.0f} MB needed (checkpoints with optimizer state, the best model, the model folder). "
+            "Free some space or set output.dir to a larger disk.")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -156,15 +174,31 @@ class RunFolder:
                 f.write(json.dumps({"time": _dt.datetime.now().isoformat(timespec="seconds"),
                                     "changed": {k: list(v) for k, v in self.safe_changes.items()}}) + "\n")
 
+    def check_data(self, data_fingerprint: str) -> None:
+        """--resume: the training data must be the run's (a file may have changed since it started)."""
+        self.data_fingerprint = data_fingerprint
+        marker = read_marker(self.path) if self.path.is_dir() else None
+        saved = (marker or {}).get("data")
+        if self.resume and not self.fresh and saved and saved != data_fingerprint:
+            raise RunFolderError(
+                f"--resume: the data differ from the data run '{self.path}' was trained on (fingerprint "
+                f"{data_fingerprint}, the run's {saved}): a file changed since the run started. Restore it, or "
+                "start a new run (name=...) or replace this one (--overwrite).")
+
     @contextlib.contextmanager
     def guard(self, main: bool = True) -> Iterator[None]:
         """On any failure before the first checkpoint of a fresh run, remove what it wrote."""
         try:
             yield
-        except BaseException:
+        except BaseException as e:
             if main and self.fresh and self.path.is_dir() and not self.resumable():
                 shutil.rmtree(self.path, ignore_errors=True)
-                log.warning("removed the unfinished run folder %s (it had no checkpoint yet)", self.path)
+                note = (f" The run folder {self.path} was removed (it had no checkpoint yet): rerun the command "
+                        "without --resume.")
+                if isinstance(e, TransferkitError) and e.args:
+                    e.args = (str(e).replace(" with --resume", "") + note, *e.args[1:])
+                else:
+                    log.warning("removed the unfinished run folder %s (it had no checkpoint yet)", self.path)
             raise
 
 
@@ -196,11 +230,32 @@ def plan(cfg: BaseModel, path: Path, kind: str, *, resume: bool, overwrite: bool
     if found not in (kind, "legacy"):
         raise RunFolderError(f"'{path}' is a {found} run folder, not a {kind} one: choose another name (name=...) "
                              "or output.dir.")
+    foreign = sorted(p.name for p in entries if p.name not in RUN_ENTRIES)
     if overwrite:
+        if foreign:
+            raise RunFolderError(
+                f"--overwrite: run folder '{path}' also holds files transferkit did not write ({', '.join(foreign[:8])}"
+                f"{', ...' if len(foreign) > 8 else ''}); they would be deleted with it. Move them out first, or "
+                "choose another name (name=...).")
         rf.replace = True
         return rf
     # --resume: the same run, on the same data
     rf.fresh = False
+    last = path / "checkpoints" / "last.pt"
+    if not last.is_file() and ((path / "metrics.json").is_file() or (path / "model").is_dir()):
+        raise RunFolderError(
+            f"--resume: run '{path}' has no checkpoint to resume from ({last} is missing), but it holds a trained "
+            "model: resuming would train it again from step 0 and replace it. Use --overwrite to train again, or "
+            "a new name (name=...).")
+    if last.is_file():
+        import zipfile
+
+        if not zipfile.is_zipfile(last):  # a torch checkpoint is a zip file: truncated or garbage otherwise
+            from transferkit.errors import CheckpointError
+            from transferkit.training.checkpoint import damaged_last_advice
+
+            raise CheckpointError(str(last), "not a complete checkpoint file (truncated or overwritten)",
+                                  damaged_last_advice(path / "checkpoints", str(last)))
     if (path / CONFIG).is_file():
         try:
             changes = config_changes((path / CONFIG).read_text(encoding="utf-8"), cfg)
@@ -217,11 +272,6 @@ def plan(cfg: BaseModel, path: Path, kind: str, *, resume: bool, overwrite: bool
                 "may change on --resume."
             )
         rf.safe_changes = changes
-    saved_data = marker.get("data")
-    if saved_data and data_fingerprint and saved_data != data_fingerprint:
-        raise RunFolderError(
-            f"--resume: the data differ from the data run '{path}' was trained on (fingerprint "
-            f"{data_fingerprint}, the run's {saved_data}): a file changed since the run started. Restore it, or "
-            "start a new run (name=...) or replace this one (--overwrite)."
-        )
+    if data_fingerprint:
+        rf.check_data(data_fingerprint)
     return rf

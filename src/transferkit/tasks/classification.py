@@ -87,11 +87,18 @@ class ClassificationTask:
         found = sorted({y for ys in train.labels for y in (ys if self.multilabel else [ys])})
         if not self.labels:
             check_label_forms(train, found)
+            if len(found) > 20 and len(found) > 0.5 * len(train):
+                raise DataError(
+                    f"the label column has {len(found)} different values for {len(train)} training examples (e.g. "
+                    f"{', '.join(repr(y[:40]) for y in found[:3])}): is data.label_column the text column? Set "
+                    "data.label_column to the column holding the labels.")
             self.labels = found
         else:
             check_known_labels(train, self.labels)
         if len(self.labels) < 2:
-            raise ConfigError([f"task: classification needs at least 2 labels, the training data has {found}"])
+            raise DataError(f"the training split has only one label ({found}) among its {len(train)} example(s): "
+                            "classification needs examples of at least 2 labels. Give more data (the split into "
+                            "train/validation/test may have left one label out of a very small file).")
 
     def check(self, split: Examples) -> None:
         self.normalize_labels(split)

@@ -128,7 +128,22 @@ def load(path: str | Path) -> dict[str, Any]:
         raise
     except Exception as e:  # truncated zip, bad pickle, not a checkpoint at all: all mean "damaged"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(str(path), f"{type(e).__name__}: {reason[:200]}") from None
+        if len(reason) > 240:
+            reason = reason[:240].rsplit(" ", 1)[0] + " ..."
+        raise CheckpointError(str(path), f"{type(e).__name__}: {reason}") from None
+
+
+def damaged_last_advice(ckpt_dir: Path, damaged: str) -> str:
+    """What is intact and what to do, when the resumable checkpoint cannot be read."""
+    best = Path(ckpt_dir) / "best_model.pt"
+    if not best.exists():
+        kept = "There is no best-model checkpoint in this run yet."
+    elif readable(best):
+        kept = f"The best-model checkpoint '{best}' is intact."
+    else:
+        kept = f"The best-model checkpoint '{best}' is damaged too."
+    return (f"The run cannot continue from it. {kept} To train this run again from step 0, rerun the command "
+            "with --overwrite instead of --resume (copy out anything of the run you want to keep first).")
 
 
 def readable(path: Path) -> bool:

@@ -49,6 +49,18 @@ class MetricsLogger:
                     self._tb.add_scalar(f"{split}/{k}", v, step)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
-            self._tb.close()
+        """Flush and stop TensorBoard's writer thread (idempotent; also on failure, so that the thread does not
+        write into a run folder that is being removed)."""
+        tb, self._tb = self._tb, None
+        if tb is not None:
+            try:
+                tb.flush()
+                tb.close()
+            except OSError:  # a full disk: metrics.jsonl is the record; the events file may be short
+                pass
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

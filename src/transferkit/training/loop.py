@@ -196,7 +196,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
     bar_task = bar.add_task(label, total=total_steps, completed=state.step, loss=float("nan"))
     t0 = time.perf_counter()
     stop = StopRequest(enabled=world == 1)
-    with bar, stop:
+    with bar, stop, logger:
         while state.step < total_steps and not stopped:
             batches = batches_for(state.epoch)
             n_micro = len(batches)
@@ -304,17 +304,7 @@ def _load_last(ckpt_dir: Path) -> dict[str, Any]:
     try:
         return ckpt.load(ckpt_dir / LAST)
     except CheckpointError as e:
-        best = ckpt_dir / BEST
-        if not best.exists():
-            kept = "There is no best-model checkpoint in this run yet."
-        elif ckpt.readable(best):
-            kept = f"The best-model checkpoint '{best}' is intact."
-        else:
-            kept = f"The best-model checkpoint '{best}' is damaged too."
-        raise CheckpointError(e.path, e.reason, (
-            f"The run cannot continue from it. {kept} To train this run again from step 0 in the same folder, "
-            f"move the damaged file aside (mv '{e.path}' '{e.path}.damaged') and rerun with --resume; or start over "
-            "with --overwrite.")) from None
+        raise CheckpointError(e.path, e.reason, ckpt.damaged_last_advice(ckpt_dir, e.path)) from None
 
 
 class StopRequest:
