@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from transferkit.training.batching import epoch_batches, eval_batches, split_batch
+from transferkit.evaluation.evaluate import eval_batches
+from transferkit.training.batching import epoch_batches, split_batch
 
 LENGTHS = np.random.default_rng(0).integers(3, 120, size=1001).tolist()
 

@@ -13,9 +13,6 @@ from transferkit.data.sources import Examples
 from transferkit.errors import ModelError
 from transferkit.evaluation.evaluate import infer, predictions
 
-MEAN_HEAD = "BertMeanPoolingForSequenceClassification"
-
-
 def model_dir_of(path: str | Path) -> Path:
     p = Path(path)
     if (p / "adapter_config.json").is_file() and (p.parent / "model" / "task.json").is_file():
@@ -71,7 +68,7 @@ class Predictor:
     def load(cls, path: str | Path, device: str | None = None, int8: bool = False) -> Predictor:
         """`int8=True`: dynamic int8 quantization of the encoder's Linear layers (CPU only; faster, a
         small accuracy cost that bench/infer_bench.py measures)."""
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         d = model_dir_of(path)
         try:
@@ -80,12 +77,7 @@ class Predictor:
             raise ModelError(f"{d / 'task.json'} cannot be read (damaged?): {e}") from None
         task = load_task(desc)
         config = AutoConfig.from_pretrained(d)
-        if MEAN_HEAD in (config.architectures or []):
-            from transferkit.modeling.heads import BertMeanPoolingForSequenceClassification as head_cls
-        elif hasattr(task, "model_class"):
-            head_cls = task.model_class()
-        else:
-            head_cls = AutoModelForSequenceClassification
+        head_cls = task.model_class(config)  # the task knows the class of its folder
         adapter = Path(path) if (Path(path) / "adapter_config.json").is_file() else None
         from transferkit.modeling.load import check_tokenizer_files
 

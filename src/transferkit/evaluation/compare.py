@@ -16,8 +16,7 @@ import torch
 
 from transferkit.modeling.heads import mean_pool
 from transferkit.tasks.base import Encoded, Task
-from transferkit.training.batching import eval_batches
-
+from transferkit.evaluation.evaluate import eval_batches
 
 
 def majority_baseline(task: Task, train: Encoded, test: Encoded) -> dict[str, Any]:

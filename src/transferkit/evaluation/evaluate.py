@@ -14,7 +14,13 @@ import torch
 from torch import nn
 
 from transferkit.tasks.base import Encoded, Task
-from transferkit.training.batching import eval_batches
+
+
+def eval_batches(lengths: list[int] | np.ndarray, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """Length-sorted batches for inference (no repetition: each process takes a disjoint share)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return batches[rank::world]
 
 
 @torch.inference_mode()

@@ -20,7 +20,6 @@ from transferkit.modeling import load as mload
 from transferkit.recipes import rundir
 from transferkit.recipes.rundir import RunFolder, fingerprint
 from transferkit.tasks import build_task
-from transferkit.tasks.classification import ClassificationTask
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +119,11 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         if resume and base_path.exists():
             transfer = json.loads(base_path.read_text())
         else:
-            # majority and linear probe need one label per example (classification, relations)
-            per_example = isinstance(task, ClassificationTask)
-            if cfg.compare.majority and per_example:
+            # the task says which baselines it can run (majority and linear probe need one label per example)
+            baselines = task.baselines
+            if cfg.compare.majority and "majority" in baselines:
                 transfer["majority"] = majority_baseline(task, train, test)
-            if cfg.compare.linear_probe and cfg.model.init == "pretrained" and per_example:
+            if cfg.compare.linear_probe and cfg.model.init == "pretrained" and "linear_probe" in baselines:
                 log.info("linear probe on frozen pretrained features...")
                 # the model's encoder still holds the pretrained weights: fit() has not run yet
                 transfer["linear_probe"] = linear_probe(encoder_of(model), task, train, test, seed=cfg.train.seed)

@@ -28,6 +28,11 @@ class Task(Protocol):
     name: str
     #: validation metric the loop reports and early stopping may watch; larger is better unless "loss"
     primary_metric: str
+    #: the baselines of the transfer report this task can run: "majority", "linear_probe"
+    baselines: tuple[str, ...]
+
+    def model_class(self, config: Any = None) -> Any:
+        """The transformers class that loads this task's saved model folder (`config`: the folder's config)."""
 
     def fit_labels(self, train: Examples) -> None:
         """Learn what the task needs from training data (label set); check nothing else."""
@@ -65,7 +70,6 @@ class Task(Protocol):
     #   read(ref, data_cfg) -> {split: Examples} -- the task's own data reader (CoNLL, SQuAD, ...)
     #   postprocess(scores, encoded) -> per-example predictions (merge sliding windows, decode spans)
     #   examples_for_prediction(inputs, pairs) -> Examples from raw inputs (predict / serve)
-    #   model_class() -> the transformers Auto class that loads the saved model folder
 
     def describe(self) -> dict[str, Any]:
         """What goes into task.json so that predict/serve rebuild the task without the config."""

@@ -52,11 +52,23 @@ class ClassificationTask:
     pad_token_id: int = 0
     name: str = "text_classification"
     token_level = False  # one fixed-width score row per example
+    baselines: tuple[str, ...] = ("majority", "linear_probe")
 
     @classmethod
     def from_config(cls, cfg) -> ClassificationTask:
         return cls(labels=list(cfg.task.labels or []), pooling=cfg.task.pooling, multilabel=cfg.task.multilabel,
                    label_separator=cfg.task.label_separator, max_length=cfg.model.max_length)
+
+    def model_class(self, config: Any = None) -> Any:
+        """The class that loads this task's saved model folder (`config`: the folder's config)."""
+        from transformers import AutoModelForSequenceClassification
+
+        from transferkit.modeling.heads import BertMeanPoolingForSequenceClassification
+
+        archs = (getattr(config, "architectures", None) or []) if config is not None else []
+        if BertMeanPoolingForSequenceClassification.__name__ in archs or (config is None and self.pooling == "mean"):
+            return BertMeanPoolingForSequenceClassification
+        return AutoModelForSequenceClassification
 
     @classmethod
     def from_description(cls, d: dict[str, Any]) -> ClassificationTask:

@@ -58,6 +58,7 @@ class MaskedLMTask:
     whole_word: bool = True
     pair: str = "none"  # none | nsp | sop
     name: str = "masked_lm"
+    baselines: tuple[str, ...] = ()
     primary_metric: str = "mlm_loss"
 
     # ------------------------------------------------------------------ data

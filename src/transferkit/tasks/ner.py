@@ -37,6 +37,7 @@ class TokenClassificationTask:
     name: str = "token_classification"
     primary_metric: str = "f1"
     token_level: bool = True
+    baselines: tuple[str, ...] = ()  # majority and linear probe need one label per example
     # data columns (JSONL)
     tokens_column: str = "tokens"
     tags_column: str = "tags"
@@ -214,7 +215,7 @@ class TokenClassificationTask:
         return instantiate(self.model_class(), ref, init, config)
 
     @staticmethod
-    def model_class():
+    def model_class(config: Any = None) -> Any:
         from transformers import AutoModelForTokenClassification
 
         return AutoModelForTokenClassification

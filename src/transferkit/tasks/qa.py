@@ -131,6 +131,7 @@ class QuestionAnsweringTask:
     name: str = "question_answering"
     primary_metric: str = "f1"
     token_level: bool = True
+    baselines: tuple[str, ...] = ()  # majority and linear probe need one label per example
     labels = ()  # no label set: answers are spans
 
     @classmethod
@@ -305,7 +306,7 @@ class QuestionAnsweringTask:
         return instantiate(self.model_class(), ref, init, model_config(ref, init, size, tokenizer, dropout))
 
     @staticmethod
-    def model_class():
+    def model_class(config: Any = None) -> Any:
         from transformers import AutoModelForQuestionAnswering
 
         return AutoModelForQuestionAnswering

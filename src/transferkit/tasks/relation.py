@@ -231,7 +231,7 @@ class RelationExtractionTask(ClassificationTask):
             model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
         return model
 
-    def model_class(self):
+    def model_class(self, config: Any = None) -> Any:
         from transformers import AutoModelForSequenceClassification
 
         from transferkit.modeling.heads import BertForRelationClassification

@@ -58,10 +58,3 @@ def chunk_batch(batch: list[int], lengths, chunk_tokens: int | None) -> list[lis
     if not chunk_tokens or not batch:
         return [batch]
     return _cut(np.asarray(batch), np.asarray(lengths), len(batch), chunk_tokens)
-
-
-def eval_batches(lengths: list[int] | np.ndarray, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
-    """Length-sorted batches for inference (no repetition: each process takes a disjoint share)."""
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    return batches[rank::world]
