@@ -114,12 +114,11 @@ def finetune(
     from transferkit.config import load_config
 
     with _user_errors():
-        cfg = load_config(config, overrides or [])
-        from transferkit.recipes.finetune import run
+        from transferkit.api import finetune as run
 
-        summary = run(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
-        if summary:
-            _print_summary(summary, cfg.run_dir)
+        result = run(load_config(config, overrides or []), resume=resume, overwrite=overwrite, progress=not quiet)
+        if result.summary:
+            _print_summary(result.summary, result.run_dir)
 
 
 @app.command()
@@ -136,9 +135,9 @@ def pretrain(
 
     with _user_errors():
         cfg = load_pretrain_config(config, overrides or [])
-        from transferkit.recipes.pretrain import run
+        from transferkit.api import pretrain as run
 
-        s = run(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
+        s = run(cfg, resume=resume, overwrite=overwrite, progress=not quiet).summary
     if s:
         b, a, t = s["heldout_before"], s["heldout_after"], s["train"]
         out.print(f"{s['name']}: held-out perplexity {b['perplexity']:.1f} -> {a['perplexity']:.2f}, "

@@ -91,3 +91,15 @@ def test_resolved_config_of_every_task_reloads():
     for kind in ("text_classification", "token_classification", "relation_extraction", "question_answering"):
         cfg = load_config(raw={**BASE, "task": {"type": kind}})
         assert load_config(raw=yaml.safe_load(dump_config(cfg))) == cfg
+
+
+def test_import_transferkit_is_light_and_exports_the_api():
+    import subprocess
+    import sys
+
+    code = ("import sys, transferkit as tk; assert 'torch' not in sys.modules; "
+            "assert callable(tk.finetune) and callable(tk.load_config) and tk.Predictor.load; "
+            "print(sorted(n for n in tk.__all__ if not n.startswith('_')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for name in ("finetune", "pretrain", "load_config", "Predictor", "RunConfig", "register_method"):
+        assert name in out
