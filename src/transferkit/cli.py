@@ -39,7 +39,7 @@ def _setup_logging(quiet: bool) -> None:
                         handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
     # transformers/datasets are chatty about things that are expected here (new head weights, caching).
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name in ("transformers", "datasets", "accelerate", "httpx", "urllib3", "filelock"):
+    for name in ("transformers", "datasets", "accelerate", "httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
@@ -322,6 +322,9 @@ def predict(
             else:
                 record = item if isinstance(item, dict) else {"text": item}
                 lines.append(json.dumps({**record, **next(preds)}, ensure_ascii=False))
+        if not inputs:
+            err.print("[yellow]warning:[/] no input: nothing to predict (pipe texts, one per line, or give --input).",
+                      highlight=False)
         if empty:
             err.print(f"[yellow]warning:[/] {len(empty)} of {len(inputs)} inputs were empty ({', '.join(empty[:5])}"
                       f"{', ...' if len(empty) > 5 else ''}); their output lines hold an \"error\" field instead of "
