@@ -197,3 +197,20 @@ def test_resume_equals_uninterrupted_with_methods_on(tiny_model, tmp_path):
     b = json.loads((tmp_path / "runs/cut/metrics.json").read_text())
     assert b["test"]["loss"] == pytest.approx(a["test"]["loss"], abs=1e-6)
     assert [m["method"] for m in b["methods"]] == ["layerwise_lr", "fgm"]  # composition order: optim, step
+
+
+def test_the_method_written_in_the_docs_plugs_in(tiny_model, tmp_path, capsys):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs/methods.md").read_text(encoding="utf-8")
+    block = re.findall(r"```python\n(.*?)```", doc, re.S)[0]
+    exec(compile(block, "docs/methods.md", "exec"), {})
+    from transferkit.recipes.finetune import run
+
+    data = write_csv(tmp_path / "d.csv", make_rows(80))
+    cfg = load_config(raw=tiny_config(tiny_model, data, tmp_path, train={"max_steps": 4, "log_every": 1},
+                                      methods={"print_loss": {"every": 2}}))
+    run(cfg, progress=False)
+    printed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+    assert printed == ["2", "4"]
