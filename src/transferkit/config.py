@@ -664,7 +664,7 @@ def _validate(data: dict[str, Any], schema: type[BaseModel], source: str | None)
     if problems:
         raise ConfigError(problems, source=source)
     if has_methods:
-        cfg.methods = methods
+        cfg.methods = methods  # type: ignore[attr-defined]
     problems = cfg.cross_checks() if hasattr(cfg, "cross_checks") else []
     if problems:
         raise ConfigError(problems, source=source)

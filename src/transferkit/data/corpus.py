@@ -8,6 +8,7 @@ objectives (NSP/SOP), which pair segments of the same document; masked LM packs 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 import json
 import re
 from collections.abc import Callable
@@ -181,7 +182,8 @@ def load_corpus(sources: list[str], *, text_column: str = "text", heldout: float
         docs = docs[:max_documents]
     if len(docs) < 2:
         raise DataError(f"the corpus has {len(docs)} document(s) after de-duplication: too little to pretrain on")
-    train, held = [], []
+    train: list[Any] = []
+    held: list[Any] = []
     for d in docs:
         h = int(hashlib.sha1(f"{seed}:{_key(d)}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         (held if h < heldout else train).append(d)

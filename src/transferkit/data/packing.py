@@ -120,7 +120,9 @@ def pack_stream(docs: list[list[Segment]], max_length: int, cls_id: int, sep_id:
 
 
 def _join(segs: list[Segment]) -> tuple[list[int], list[int]]:
-    ids, words, base = [], [], 0
+    ids: list[int] = []
+    words: list[int] = []
+    base = 0
     for s in segs:
         ids.extend(s.ids)
         words.extend(base + w for w in s.words)

@@ -106,6 +106,7 @@ def load_splits(cfg: DataConfig, read: Reader | None = None) -> Splits:
         train, held = split_off(train, frac, cfg.split.seed)
         val, test = (held, test) if missing == "validation" else (val, held)
         report.fractions = {missing: frac}
+    assert val is not None and test is not None  # every branch above gives both
     train.name, val.name, test.name = "train", "validation", "test"
     if cfg.dedupe:
         others = [val, test]

@@ -154,7 +154,7 @@ def _read_jsonl(p: Path) -> Dataset:
         raise DataError(f"{p}: field '{k}' holds different kinds of values ({shown}); give every record the "
                         "same kind.")
     columns = list(dict.fromkeys(k for rec in records for k in rec))
-    table = {c: [rec.get(c) for rec in records] for c in columns}
+    table: dict[str, list[Any]] = {c: [rec.get(c) for rec in records] for c in columns}
     table[LINE] = lines
     try:
         return Dataset.from_dict(table)

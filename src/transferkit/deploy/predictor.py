@@ -29,7 +29,7 @@ def model_dir_of(path: str | Path) -> Path:
 
 def save_model(model: torch.nn.Module, tokenizer: Any, task: Any, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out, safe_serialization=True)  # type: ignore[operator]
     tokenizer.save_pretrained(out)
     (out / "task.json").write_text(json.dumps(task.describe(), indent=2, ensure_ascii=False), encoding="utf-8")
     return out
@@ -52,7 +52,7 @@ def _with_adapter(head_cls: Any, model_dir: Path, adapter: Path) -> torch.nn.Mod
     except ImportError:
         raise ModelError(f"'{adapter}' is a LoRA adapter: loading it needs peft (pip install peft); "
                          f"'{model_dir}' holds the same model merged, which does not.") from None
-    base_ref = PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    base_ref = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
     base = head_cls.from_pretrained(base_ref, config=AutoConfig.from_pretrained(model_dir))
     return PeftModel.from_pretrained(base, adapter).eval()
 

@@ -30,7 +30,8 @@ def majority_baseline(task: Task, train: Encoded, test: Encoded) -> dict[str, An
         scores = np.tile((gold_train.mean(axis=0) >= 0.5).astype(float), (len(test), 1))
     else:
         top = Counter(gold_train.tolist()).most_common(1)[0][0]
-        scores = np.zeros((len(test), len(task.labels)))
+        n_labels: int = len(task.labels)  # type: ignore[attr-defined]
+        scores = np.zeros((len(test), n_labels))
         scores[:, top] = 1.0
     return task.metrics(scores, gold_test)
 
@@ -39,7 +40,8 @@ def majority_baseline(task: Task, train: Encoded, test: Encoded) -> dict[str, An
 def encoder_features(encoder: torch.nn.Module, task: Task, encoded: Encoded, batch_size: int = 128) -> np.ndarray:
     """Mean-pooled last hidden states, in input order."""
     encoder.eval()
-    out = np.zeros((len(encoded), encoder.config.hidden_size), dtype=np.float32)
+    hidden = int(getattr(encoder, "config").hidden_size)
+    out = np.zeros((len(encoded), hidden), dtype=np.float32)
     for idx in eval_batches(encoded.lengths, batch_size):
         batch = task.collate([encoded.features[i] for i in idx])
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -63,8 +65,8 @@ def linear_probe(encoder: torch.nn.Module, task: Task, train: Encoded, test: Enc
         clf = OneVsRestClassifier(clf)
     model = make_pipeline(StandardScaler(), clf).fit(x_train, y_train)
     proba = model.predict_proba(x_test)
-    if y_train.ndim == 1 and proba.shape[1] != len(task.labels):  # a class absent from train
-        full = np.zeros((len(test), len(task.labels)))
+    if y_train.ndim == 1 and proba.shape[1] != len(task.labels):  # type: ignore[attr-defined]  # a class absent from train
+        full = np.zeros((len(test), len(task.labels)))  # type: ignore[attr-defined]
         full[:, model.classes_] = proba
         proba = full
     return task.metrics(proba, task.gold(test))

@@ -73,7 +73,7 @@ class PGD(Method):
         if emb.grad is None:
             return loss
         params = [p for p in ctx.model.parameters() if p.grad is not None]
-        grads = [p.grad.detach().clone() for p in params]  # the clean gradients, restored before the last pass
+        grads = [p.grad.detach().clone() for p in params if p.grad is not None]  # the clean gradients, restored before the last pass
         backup = emb.detach().clone()
         for k in range(cfg.steps):
             norm = torch.linalg.vector_norm(emb.grad)
@@ -87,10 +87,12 @@ class PGD(Method):
                     emb.copy_(backup + delta * (cfg.epsilon / dn))
             if k < cfg.steps - 1:
                 for p in params:
-                    p.grad.zero_()
+                    if p.grad is not None:
+                        p.grad.zero_()
             else:
                 for p, g in zip(params, grads):
-                    p.grad.copy_(g)
+                    if p.grad is not None:
+                        p.grad.copy_(g)
             ctx.backward(ctx.forward_loss())
         with torch.no_grad():
             emb.copy_(backup)

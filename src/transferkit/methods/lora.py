@@ -68,7 +68,8 @@ class LoRA(Method):
                 suffixes = sorted({n.rsplit(".", 1)[-1] for n in linear})
                 raise ConfigError([f"methods -> lora -> target_modules: no Linear layer of the encoder is named "
                                    f"{missing}; the encoder's Linear layers end in: {', '.join(suffixes)}"])
-        peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+        alpha: Any = cfg.alpha  # peft annotates an int; a float scale works the same
+        peft_cfg = LoraConfig(r=cfg.r, lora_alpha=alpha, lora_dropout=cfg.dropout, target_modules=targets,
                               bias=cfg.bias, modules_to_save=head_modules(model))
         wrapped = get_peft_model(model, peft_cfg)
         trainable, total = wrapped.get_nb_trainable_parameters()

@@ -30,7 +30,7 @@ def _layers(base: nn.Module) -> nn.ModuleList:
 
 def apply_freeze(model: nn.Module, mode: str, layers: int = 0) -> tuple[int, int]:
     """Set requires_grad by policy; returns (trainable, total) and logs them."""
-    base = model.base_model
+    base: nn.Module = model.base_model  # type: ignore[assignment]
     for p in model.parameters():
         p.requires_grad = True
     if mode == "embeddings":

@@ -47,7 +47,7 @@ def _encoder_and_head(model: nn.Module, config, width: int) -> None:
     drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
     model.dropout = nn.Dropout(drop)
     model.classifier = nn.Linear(width, config.num_labels)
-    model.post_init()
+    model.post_init()  # type: ignore[operator]
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -128,7 +128,8 @@ def scratch_config(ref: str, size: str | None, vocab_size: int, **overrides: Any
 
     if size is None:
         return load_config(ref, **overrides)
-    return BertConfig(vocab_size=vocab_size, **SIZES[size], **overrides)
+    sizes: dict[str, Any] = dict(SIZES[size])
+    return BertConfig(vocab_size=vocab_size, **sizes, **overrides)
 
 
 def dropout_overrides(dropout: float | None) -> dict[str, float]:

@@ -22,7 +22,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, *, min_frequency: int
                     model_max_length: int = 512):
     """A BertTokenizerFast trained on `texts` (Chinese characters are split one per token, as in BERT)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
@@ -51,7 +51,7 @@ def candidate_words(tokenizer: Any, texts: Iterable[str], *, min_frequency: int,
         norm = backend.normalizer.normalize_str(text) if backend.normalizer else text
         counts.update(w for w, _ in backend.pre_tokenizer.pre_tokenize_str(norm))
     vocab = tokenizer.get_vocab()
-    out = []
+    out: list[Any] = []
     for word, freq in counts.most_common():
         if freq < min_frequency or len(out) >= max_new:
             break

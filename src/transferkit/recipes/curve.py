@@ -41,7 +41,7 @@ def _one(cfg: RunConfig, n: int, seed: int, tag: str, path: str | None, scratch:
     return finetune.run(c, overwrite=True, progress=progress)
 
 
-def _stats(values: list[float]) -> dict[str, float]:
+def _stats(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n": len(values), "values": values}
 

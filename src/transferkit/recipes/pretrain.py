@@ -33,7 +33,7 @@ def _tokenizer(cfg: PretrainConfig, corpus) -> tuple[Any, Any, list[tuple[str, i
                  len(corpus.train))
         return train_wordpiece(texts, t.vocab_size, min_frequency=t.min_frequency, lowercase=t.lowercase,
                                model_max_length=max(512, m.max_length)), None, []
-    base = mload.load_tokenizer(mload.resolve(m.path))
+    base = mload.load_tokenizer(mload.resolve(str(m.path)))
     if not t.extend.enabled:
         return base, None, []
     words = candidate_words(base, (s for d in corpus.train for s in d), min_frequency=t.extend.min_frequency,
@@ -49,10 +49,11 @@ def _build_lm(cfg: PretrainConfig, tokenizer, pair: bool):
     set_seed(cfg.train.seed)
     drop = mload.dropout_overrides(m.dropout)
     if m.init == "scratch":
+        kw: dict[str, Any] = {**mload.SIZES[m.size], **drop}
         config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, m.max_length),
-                            pad_token_id=tokenizer.pad_token_id, **mload.SIZES[m.size], **drop)
+                            pad_token_id=tokenizer.pad_token_id, **kw)
         return (BertForPreTraining if pair else BertForMaskedLM)(config)
-    ref = mload.resolve(m.path)
+    ref = mload.resolve(str(m.path))
     config = mload.load_config(ref, **drop)
     if pair:
         if config.model_type != "bert":
@@ -100,7 +101,7 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     # 1. Checks and inputs, before anything is written.
     folder = rundir.plan(cfg, cfg.run_dir, "pretrain", resume=resume, overwrite=overwrite)
     if cfg.model.init == "pretrained":
-        mload.check_weights(mload.resolve(cfg.model.path))
+        mload.check_weights(mload.resolve(str(cfg.model.path)))
     c = cfg.corpus
     corpus = load_corpus(c.sources, text_column=c.text_column, heldout=c.heldout, dedupe=c.dedupe,
                          max_documents=c.max_documents, seed=c.seed)

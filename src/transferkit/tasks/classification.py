@@ -161,7 +161,7 @@ class ClassificationTask:
 
         problem = "multi_label_classification" if self.multilabel else "single_label_classification"
         config = model_config(ref, init, size, tokenizer, dropout, self.labels, problem_type=problem)
-        cls = AutoModelForSequenceClassification
+        cls: Any = AutoModelForSequenceClassification
         if self.pooling == "mean":
             if config.model_type != "bert":
                 raise ConfigError([f"task -> pooling: 'mean' is implemented for BERT-family models, "
@@ -191,6 +191,7 @@ class ClassificationTask:
         scores = np.asarray(scores)
         labels = np.asarray(labels)
         idx = list(range(len(self.labels)))
+        out: dict[str, Any]
         if self.multilabel:
             pred = (scores >= 0.5).astype(int)
             p, r, f, s = precision_recall_fscore_support(labels, pred, zero_division=0)
@@ -208,7 +209,7 @@ class ClassificationTask:
         return out
 
     def decode(self, scores: Any, encoded: Encoded | None = None) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for row in np.asarray(scores):
             probs = {name: round(float(v), 6) for name, v in zip(self.labels, row)}
             if self.multilabel:

@@ -126,7 +126,7 @@ class TokenClassificationTask:
 
     def word_tags(self, split: Examples) -> list[list[str]]:
         return [tagging.spans_to_tags([tuple(s) for s in spans], len(inp["tokens"]), self.scheme)
-                for spans, inp in zip(split.labels, split.inputs)]
+                for spans, inp in zip(split.labels, split.inputs or [])]
 
     def _piece_labels(self, tags: list[str], word_ids: list[int | None]) -> list[int]:
         index = {t: i for i, t in enumerate(self.labels)}
@@ -178,7 +178,7 @@ class TokenClassificationTask:
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError(["NER needs a fast tokenizer (word alignment); this model has a slow one"])
         self.pad_token_id = tokenizer.pad_token_id or 0
-        words = [inp["tokens"] for inp in split.inputs]
+        words = [inp["tokens"] for inp in split.inputs or []]
         enc = tokenizer(words, is_split_into_words=True, add_special_tokens=False, return_attention_mask=False,
                         return_token_type_ids=False)
         tags = self.word_tags(split) if split.labels and split.labels[0] is not None else None

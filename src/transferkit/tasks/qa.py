@@ -283,11 +283,12 @@ class QuestionAnsweringTask:
             return 0, 0
         s = answers[0]["answer_start"]
         e = s + len(answers[0]["text"])
-        ctx = [j for j, o in enumerate(offsets) if o is not None]
-        if not ctx or offsets[ctx[0]][0] > s or offsets[ctx[-1]][1] < e:
+        spans = {j: o for j, o in enumerate(offsets) if o is not None}
+        ctx = list(spans)
+        if not ctx or spans[ctx[0]][0] > s or spans[ctx[-1]][1] < e:
             return 0, 0
-        start = next(j for j in ctx if offsets[j][1] > s)
-        end = next(j for j in reversed(ctx) if offsets[j][0] < e)
+        start = next(j for j in ctx if spans[j][1] > s)
+        end = next(j for j in reversed(ctx) if spans[j][0] < e)
         return start, end
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -337,7 +338,7 @@ class QuestionAnsweringTask:
         pair = np.where(valid, pair, -np.inf)
         flat = pair.ravel()
         k = min(self.n_best, int(valid.sum()))
-        best = np.argpartition(-flat, k - 1)[:k] if k else []
+        best: Any = np.argpartition(-flat, k - 1)[:k] if k else []
         spans = [(float(flat[b]), offsets[b // n][0], offsets[b % n][1]) for b in best]
         return sorted(spans, reverse=True), float(s[0] + e[0])
 

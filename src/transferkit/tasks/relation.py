@@ -128,7 +128,7 @@ class RelationExtractionTask(ClassificationTask):
 
     def fit_labels(self, train: Examples) -> None:
         super().fit_labels(train)
-        self.entity_types = sorted({s["type"] for i in train.inputs for s in (i["head"], i["tail"]) if s["type"]})
+        self.entity_types = sorted({s["type"] for i in train.inputs or [] for s in (i["head"], i["tail"]) if s["type"]})
 
     def examples_for_prediction(self, items: list[Any], pairs: list[str] | None = None) -> Examples:
         recs = []
@@ -188,7 +188,7 @@ class RelationExtractionTask(ClassificationTask):
     def encode(self, tokenizer: Any, split: Examples) -> Encoded:
         self.add_markers(tokenizer)
         self.pad_token_id = tokenizer.pad_token_id or 0
-        texts = [self.marked(i) for i in split.inputs]
+        texts = [self.marked(i) for i in split.inputs or []]
         enc = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
         head_ids, tail_ids = self.marker_ids(tokenizer)
         index = {label: i for i, label in enumerate(self.labels)}

@@ -43,7 +43,8 @@ def _size(n: int) -> str:
 
 def _write_failed(path: Path, e: BaseException | None, need: int) -> StorageError:
     free = free_bytes(path.parent)
-    chain, x = [], e
+    chain: list[BaseException] = []
+    x = e
     while x is not None and len(chain) < 5:  # torch raises its own RuntimeError while handling the OSError
         chain.append(x)
         x = x.__cause__ or x.__context__

@@ -13,7 +13,8 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight",
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -34,7 +35,7 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig, device_type: str = "
     fused = {"fused": True} if device_type in ("cpu", "cuda") else {"foreach": True}
     # Adam applies weight decay as L2 on the gradient (not decoupled, unlike AdamW), as torch defines it.
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **fused)
+    return cls(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps, **fused)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int):
