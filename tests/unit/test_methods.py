@@ -214,3 +214,46 @@ def test_the_method_written_in_the_docs_plugs_in(tiny_model, tmp_path, capsys):
     run(cfg, progress=False)
     printed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
     assert printed == ["2", "4"]
+
+
+def test_gradual_unfreezing_flips_requires_grad_at_the_configured_steps(tiny_model, tmp_path):
+    seen = {}
+
+    class WatchConfig(MethodConfig):
+        method: ClassVar[str] = "watch_grad"
+        affects_results: ClassVar[bool] = False
+
+    @registry.register
+    class Watch(Method):
+        Config = WatchConfig  # EVENTS stage: runs after gradual_unfreezing in every hook
+
+        def on_train_start(self, *, model, total_steps, steps_per_epoch):
+            seen[0] = self._state(model)
+
+        def on_step_end(self, *, step, model, optimizer):
+            seen[step] = self._state(model)
+            if step == 1:  # every parameter is in the optimizer from the start
+                in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+                assert all(id(p) in in_opt for p in model.parameters())
+
+        @staticmethod
+        def _state(model):
+            named = dict(model.named_parameters())
+            return tuple(named[n].requires_grad for n in (
+                "bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.output.dense.weight",
+                "bert.encoder.layer.1.output.dense.weight", "classifier.weight"))
+
+    from transferkit.recipes.finetune import run
+
+    data = write_csv(tmp_path / "d.csv", make_rows(80))
+    cfg = load_config(raw=tiny_config(tiny_model, data, tmp_path, train={"max_steps": 7},
+                                      methods={"gradual_unfreezing": {"every": 2}, "watch_grad": {}}))
+    summary = run(cfg, progress=False)
+    # (embeddings, layer 0, layer 1 (top), head)
+    assert seen[0] == seen[1] == (False, False, False, True)
+    assert seen[2] == seen[3] == (False, False, True, True)
+    assert seen[4] == seen[5] == (False, True, True, True)
+    assert seen[6] == seen[7] == (True, True, True, True)
+    assert summary["train"]["trainable_params"] == 66 + 32 * 32 + 32  # head and pooler at the start
+    with pytest.raises(ConfigError, match="gradual_unfreezing and lora cannot be combined"):
+        load_config(raw={**BASE, "methods": {"gradual_unfreezing": {}, "lora": {}}})

@@ -16,6 +16,7 @@ from transferkit.methods.base import Method, MethodConfig
 BUILTIN: dict[str, str] = {
     "lora": "transferkit.methods.lora:LoRA",
     "layerwise_lr": "transferkit.methods.layerwise_lr:LayerwiseLR",
+    "gradual_unfreezing": "transferkit.methods.unfreeze:GradualUnfreezing",
     "fgm": "transferkit.methods.adversarial:FGM",
     "pgd": "transferkit.methods.adversarial:PGD",
 }
