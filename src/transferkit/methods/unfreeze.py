@@ -69,6 +69,14 @@ class GradualUnfreezing(Method):
             (no_decay if n.endswith(NO_DECAY) or p.ndim < 2 else decay)["params"].append(p)
         return groups
 
+    def on_train_start(self, *, model: Any, total_steps: int, steps_per_epoch: int) -> None:
+        if type(model).__name__ == "DistributedDataParallel":
+            from transferkit.errors import ConfigError
+
+            raise ConfigError(["methods -> gradual_unfreezing: runs in a single process only (DDP fixes the set of "
+                               "trainable parameters when it wraps the model); run without torchrun, or use "
+                               "freeze.mode instead"])
+
     def on_step_end(self, *, step: int, model: Any, optimizer: Any) -> None:
         cfg: GradualUnfreezingConfig = self.cfg  # type: ignore[assignment]
         if step % cfg.every == 0 and self.thawed <= self._n_layers:
