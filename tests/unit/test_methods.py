@@ -165,7 +165,18 @@ def test_adversarial_methods_restore_embeddings_and_change_the_gradients(tiny_mo
     assert "classifier.weight" in changed  # the adversarial pass added its gradients
 
 
-def test_resume_equals_uninterrupted_with_methods_on(tiny_model, tmp_path):
+def test_adversarial_methods_refuse_frozen_embeddings(tiny_model, tmp_path):
+    data = write_csv(tmp_path / "d.csv", make_rows(60))
+    for extra in ({"freeze": {"mode": "embeddings"}, "methods": {"fgm": {}}}, {"methods": {"lora": {}, "pgd": {}}}):
+        cfg = write_config(tmp_path / "run.yaml", tiny_config(tiny_model, data, tmp_path / "runs", **extra))
+        result = CliRunner().invoke(app, ["finetune", str(cfg), "-q"])
+        assert result.exit_code == 2 and "the word embeddings are frozen" in result.stderr, result.stderr
+        assert not (tmp_path / "runs/tiny").exists()
+
+
+@pytest.mark.parametrize("methods", [{"layerwise_lr": {"decay": 0.8}, "fgm": {"epsilon": 0.5}},
+                                     {"lora": {"r": 4}, "layerwise_lr": {"decay": 0.8}}], ids=["llrd+fgm", "lora+llrd"])
+def test_resume_equals_uninterrupted_with_methods_on(tiny_model, tmp_path, methods):
     """Ctrl-C at step 5 (a signal the process sends itself from a hook), then --resume: the same model as a
     run that was never interrupted, with layer-wise rates and FGM on."""
     class InterruptConfig(MethodConfig):
@@ -182,7 +193,6 @@ def test_resume_equals_uninterrupted_with_methods_on(tiny_model, tmp_path):
                 os.kill(os.getpid(), signal.SIGINT)
 
     data = write_csv(tmp_path / "d.csv", make_rows(120))
-    methods = {"layerwise_lr": {"decay": 0.8}, "fgm": {"epsilon": 0.5}}
     cfg = write_config(tmp_path / "run.yaml", tiny_config(tiny_model, data, tmp_path / "runs", methods=methods,
                                                           train={"max_steps": 12, "checkpoint_every": 4,
                                                                  "eval_every": 6}))
@@ -196,7 +206,8 @@ def test_resume_equals_uninterrupted_with_methods_on(tiny_model, tmp_path):
     a = json.loads((tmp_path / "runs/full/metrics.json").read_text())
     b = json.loads((tmp_path / "runs/cut/metrics.json").read_text())
     assert b["test"]["loss"] == pytest.approx(a["test"]["loss"], abs=1e-6)
-    assert [m["method"] for m in b["methods"]] == ["layerwise_lr", "fgm"]  # composition order: optim, step
+    order = {"lora": 0, "layerwise_lr": 1, "fgm": 2}  # composition order: model, optimisation, step
+    assert [m["method"] for m in b["methods"]] == sorted(methods, key=order.get)
 
 
 def test_the_method_written_in_the_docs_plugs_in(tiny_model, tmp_path, capsys):

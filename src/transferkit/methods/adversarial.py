@@ -20,6 +20,16 @@ def word_embeddings(model: Any) -> Any:
     return module.get_input_embeddings().weight
 
 
+def require_trainable_embeddings(method: str, model: Any) -> None:
+    """The perturbation follows the gradient of the embedding matrix: with frozen embeddings (freeze.mode
+    embeddings/bottom/all_but_head, or lora) there is none, and the method would silently do nothing."""
+    if not word_embeddings(model).requires_grad:
+        from transferkit.errors import ConfigError
+
+        raise ConfigError([f"methods -> {method}: the word embeddings are frozen (by freeze.mode or lora), so there "
+                           "is no embedding gradient to perturb along; train the embeddings or drop the method"])
+
+
 class FGMConfig(MethodConfig):
     method: ClassVar[str] = "fgm"
     summary: ClassVar[str] = "fast gradient method: one adversarial step on the word embeddings per batch"
@@ -31,6 +41,10 @@ class FGMConfig(MethodConfig):
 class FGM(Method):
     Config = FGMConfig
     order = STEP
+
+    def prepare_model(self, model: Any, *, task: Any) -> Any:
+        require_trainable_embeddings(self.name, model)  # after freeze and lora (an earlier stage)
+        return model
 
     def train_step(self, ctx: StepContext, inner: Any) -> Any:
         loss = inner()
@@ -63,6 +77,10 @@ class PGDConfig(MethodConfig):
 class PGD(Method):
     Config = PGDConfig
     order = STEP
+
+    def prepare_model(self, model: Any, *, task: Any) -> Any:
+        require_trainable_embeddings(self.name, model)  # after freeze and lora (an earlier stage)
+        return model
 
     def train_step(self, ctx: StepContext, inner: Any) -> Any:
         import torch
