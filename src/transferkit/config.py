@@ -687,7 +687,8 @@ def explain(cfg: BaseModel) -> list[tuple[str, Any, Any, str]]:
                 walk(value, key + ".")
                 continue
             if isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
-                for sub, section in value.items():  # methods: each enabled method's section
+                for sub, section in value.items():  # methods: each enabled method, then its fields
+                    rows.append((f"{key}.{sub}", "on", None, getattr(section, "summary", "")))
                     walk(section, f"{key}.{sub}.")
                 continue
             default = None if field.is_required() else field.get_default(call_default_factory=True)

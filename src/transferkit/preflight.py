@@ -1,6 +1,7 @@
 """Checks that need no model loaded and no data read: the model reference, its weights, vocabulary and
 positions, the data paths, the output folder. `transferkit config validate` runs them (so it says 'ok' only
-when the run can start), and finetune/pretrain run the same checks before reading any data."""
+when the run can start). finetune calls the same check functions (`check_checkpoint`, `check_writable`) before
+it reads any data; data paths it checks as it reads them, with the readers' own messages."""
 
 from __future__ import annotations
 
@@ -36,11 +37,8 @@ def problems(cfg: Any) -> list[str]:
     model = cfg.model
     if model.path:
         try:
-            ref = mload.resolve(model.path)
-            if model.init == "pretrained":
-                mload.check_weights(ref)
-            mload.check_tokenizer_files(ref)
-            mload.check_max_length(ref, model.max_length, model.init, model.size)
+            mload.check_checkpoint(mload.resolve(model.path), init=model.init, max_length=model.max_length,
+                                   size=model.size)
         except TransferkitError as e:
             out.append(str(e))
     data = getattr(cfg, "data", None)

@@ -25,8 +25,9 @@ BASE = {"data": {"source": "rotten_tomatoes"}}
 def test_method_sections_are_validated_with_locations():
     cfg = load_config(raw={**BASE, "methods": {"fgm": {"epsilon": 0.5}, "layerwise_lr": {}}})
     assert cfg.methods["fgm"].epsilon == 0.5 and cfg.methods["layerwise_lr"].decay == 0.9
-    rows = {k: v for k, v, _, _ in explain(cfg)}
-    assert rows["methods.fgm.epsilon"] == 0.5 and rows["methods.layerwise_lr.head_lr_scale"] == 1.0
+    rows = {k: (v, d) for k, v, _, d in explain(cfg)}
+    assert rows["methods.fgm.epsilon"][0] == 0.5 and rows["methods.layerwise_lr.head_lr_scale"][0] == 1.0
+    assert rows["methods.fgm"] == ("on", "fast gradient method: one adversarial step on the word embeddings per batch")
     with pytest.raises(ConfigError) as e:
         load_config(raw={**BASE, "methods": {"fmg": {}, "pgd": {"steps": 0, "alpah": 1}}, "train": {"epochs": -1}})
     msg = str(e.value)

@@ -30,6 +30,17 @@ def require_trainable_embeddings(method: str, model: Any) -> None:
                            "is no embedding gradient to perturb along; train the embeddings or drop the method"])
 
 
+class EmbeddingAttack(Method):
+    """What FGM and PGD share: the step stage, and the check that the embeddings train (before the run starts,
+    after freeze and lora, which are earlier stages)."""
+
+    order = STEP
+
+    def prepare_model(self, model: Any, *, task: Any) -> Any:
+        require_trainable_embeddings(self.name, model)
+        return model
+
+
 class FGMConfig(MethodConfig):
     method: ClassVar[str] = "fgm"
     summary: ClassVar[str] = "fast gradient method: one adversarial step on the word embeddings per batch"
@@ -38,13 +49,8 @@ class FGMConfig(MethodConfig):
     epsilon: float = Field(1.0, gt=0.0, description="Size of the perturbation (L2 norm over the embedding matrix).")
 
 
-class FGM(Method):
+class FGM(EmbeddingAttack):
     Config = FGMConfig
-    order = STEP
-
-    def prepare_model(self, model: Any, *, task: Any) -> Any:
-        require_trainable_embeddings(self.name, model)  # after freeze and lora (an earlier stage)
-        return model
 
     def train_step(self, ctx: StepContext, inner: Any) -> Any:
         loss = inner()
@@ -74,13 +80,8 @@ class PGDConfig(MethodConfig):
     steps: int = Field(3, ge=1, le=20, description="Ascent steps K; the gradients of the last one are kept.")
 
 
-class PGD(Method):
+class PGD(EmbeddingAttack):
     Config = PGDConfig
-    order = STEP
-
-    def prepare_model(self, model: Any, *, task: Any) -> Any:
-        require_trainable_embeddings(self.name, model)  # after freeze and lora (an earlier stage)
-        return model
 
     def train_step(self, ctx: StepContext, inner: Any) -> Any:
         import torch
@@ -90,8 +91,8 @@ class PGD(Method):
         emb = word_embeddings(ctx.model)
         if emb.grad is None:
             return loss
-        params = [p for p in ctx.model.parameters() if p.grad is not None]
-        grads = [p.grad.detach().clone() for p in params if p.grad is not None]  # the clean gradients, restored before the last pass
+        # the clean gradients (all earlier chunks included), restored before the last adversarial pass
+        clean = [(p.grad, p.grad.detach().clone()) for p in ctx.model.parameters() if p.grad is not None]
         backup = emb.detach().clone()
         for k in range(cfg.steps):
             norm = torch.linalg.vector_norm(emb.grad)
@@ -103,14 +104,11 @@ class PGD(Method):
                 dn = torch.linalg.vector_norm(delta)
                 if dn > cfg.epsilon:
                     emb.copy_(backup + delta * (cfg.epsilon / dn))
-            if k < cfg.steps - 1:
-                for p in params:
-                    if p.grad is not None:
-                        p.grad.zero_()
-            else:
-                for p, g in zip(params, grads):
-                    if p.grad is not None:
-                        p.grad.copy_(g)
+            for grad, saved in clean:
+                if k < cfg.steps - 1:
+                    grad.zero_()  # the next ascent direction is the adversarial loss's alone
+                else:
+                    grad.copy_(saved)
             ctx.backward(ctx.forward_loss())
         with torch.no_grad():
             emb.copy_(backup)

@@ -69,13 +69,13 @@ class LoRA(Method):
                 raise ConfigError([f"methods -> lora -> target_modules: no Linear layer of the encoder is named "
                                    f"{missing}; the encoder's Linear layers end in: {', '.join(suffixes)}"])
         alpha: Any = cfg.alpha  # peft annotates an int; a float scale works the same
+        head = head_modules(model)
         peft_cfg = LoraConfig(r=cfg.r, lora_alpha=alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                              bias=cfg.bias, modules_to_save=head_modules(model))
+                              bias=cfg.bias, modules_to_save=head)
         wrapped = get_peft_model(model, peft_cfg)
         trainable, total = wrapped.get_nb_trainable_parameters()
-        log.info("LoRA r=%d on %d layers: %s of %s parameters trainable (%.2f%%), head: %s", cfg.r,
-                 sum(1 for n in linear if n in targets or any(n.endswith("." + t) for t in targets)),
-                 f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1), ", ".join(head_modules(model)))
+        log.info("LoRA r=%d: %s of %s parameters trainable (%.2f%%), head trained in full: %s", cfg.r,
+                 f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1), ", ".join(head))
         return wrapped
 
     def export(self, model: Any, *, run_dir: Any, forward: Any) -> Any:

@@ -30,30 +30,27 @@ class MethodStack:
     def has_step(self) -> bool:
         return bool(self._steps)
 
-    def add(self, method: Method) -> None:
-        self.methods = sorted([*self.methods, method], key=lambda m: (m.order, m.name))
-        self._steps = [m for m in self.methods if _overrides(m, "train_step")]
-
-    # data, model, optimisation: each method transforms what the previous one returned
-    def train_examples(self, examples: Any, *, seed: int) -> Any:
+    def _fold(self, hook: str, value: Any, *args: Any, **kw: Any) -> Any:
+        """Each method transforms what the previous one returned (data, model, parameter groups, export)."""
         for m in self.methods:
-            examples = m.train_examples(examples, seed=seed)
-        return examples
+            value = getattr(m, hook)(*args, value, **kw) if args else getattr(m, hook)(value, **kw)
+        return value
+
+    def _each(self, hook: str, **kw: Any) -> None:
+        for m in self.methods:
+            getattr(m, hook)(**kw)
+
+    def train_examples(self, examples: Any, *, seed: int) -> Any:
+        return self._fold("train_examples", examples, seed=seed)
 
     def epoch_batches(self, batches: list[list[int]], *, epoch: int, seed: int, train: Any) -> list[list[int]]:
-        for m in self.methods:
-            batches = m.epoch_batches(batches, epoch=epoch, seed=seed, train=train)
-        return batches
+        return self._fold("epoch_batches", batches, epoch=epoch, seed=seed, train=train)
 
     def prepare_model(self, model: Any, *, task: Any) -> Any:
-        for m in self.methods:
-            model = m.prepare_model(model, task=task)
-        return model
+        return self._fold("prepare_model", model, task=task)
 
     def param_groups(self, model: Any, groups: list[dict[str, Any]], *, lr: float) -> list[dict[str, Any]]:
-        for m in self.methods:
-            groups = m.param_groups(model, groups, lr=lr)
-        return groups
+        return self._fold("param_groups", groups, model, lr=lr)
 
     def train_step(self, ctx: StepContext, default: Any) -> Any:
         """The first method's train_step wraps the second's, ..., which wraps `default`."""
@@ -68,29 +65,22 @@ class MethodStack:
 
     # events
     def on_train_start(self, **kw: Any) -> None:
-        for m in self.methods:
-            m.on_train_start(**kw)
+        self._each("on_train_start", **kw)
 
     def on_step_end(self, **kw: Any) -> None:
-        for m in self.methods:
-            m.on_step_end(**kw)
+        self._each("on_step_end", **kw)
 
     def on_log(self, **kw: Any) -> None:
-        for m in self.methods:
-            m.on_log(**kw)
+        self._each("on_log", **kw)
 
     def on_evaluation(self, **kw: Any) -> None:
-        for m in self.methods:
-            m.on_evaluation(**kw)
+        self._each("on_evaluation", **kw)
 
     def on_train_end(self, **kw: Any) -> None:
-        for m in self.methods:
-            m.on_train_end(**kw)
+        self._each("on_train_end", **kw)
 
     def export(self, model: Any, *, run_dir: Any, forward: Any) -> Any:
-        for m in self.methods:
-            model = m.export(model, run_dir=run_dir, forward=forward)
-        return model
+        return self._fold("export", model, run_dir=run_dir, forward=forward)
 
     def state_dict(self) -> dict[str, Any]:
         return {m.name: m.state_dict() for m in self.methods}

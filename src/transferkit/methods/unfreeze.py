@@ -56,7 +56,7 @@ class GradualUnfreezing(Method):
 
     def param_groups(self, model: Any, groups: list[dict[str, Any]], *, lr: float) -> list[dict[str, Any]]:
         """Put the parameters this method froze into the optimizer now (in the groups their names belong to)."""
-        from transferkit.training.optim import NO_DECAY
+        from transferkit.training.optim import decays
 
         present = {id(p) for g in groups for p in g["params"]}
         names = {id(p): n for n, p in model.named_parameters()}
@@ -65,8 +65,7 @@ class GradualUnfreezing(Method):
             return groups
         decay, no_decay = groups[0], groups[1]
         for p in frozen:
-            n = names[id(p)]
-            (no_decay if n.endswith(NO_DECAY) or p.ndim < 2 else decay)["params"].append(p)
+            (decay if decays(names[id(p)], p) else no_decay)["params"].append(p)
         return groups
 
     def on_train_start(self, *, model: Any, total_steps: int, steps_per_epoch: int) -> None:

@@ -96,6 +96,15 @@ def check_max_length(ref: str, max_length: int, init: str, size: str | None) -> 
                          "by the NER and QA tasks).")
 
 
+def check_checkpoint(ref: str, *, init: str, max_length: int, size: str | None) -> None:
+    """What a local checkpoint must hold for a run that uses it: weights (unless trained from scratch), a
+    vocabulary, and enough positions for model.max_length."""
+    if init == "pretrained":
+        check_weights(ref)
+    check_tokenizer_files(ref)
+    check_max_length(ref, max_length, init, size)
+
+
 def _reason(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__

@@ -65,11 +65,8 @@ def _build_model(cfg: RunConfig, task, ref: str, tokenizer, init: str, methods: 
 def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     # 1. Everything the user gave is checked before anything is written.
     folder = rundir.plan(cfg, cfg.run_dir, "finetune", resume=resume, overwrite=overwrite)
-    mload.check_tokenizer_files(mload.resolve(cfg.model.path))
     ref = mload.resolve(cfg.model.path)
-    if cfg.model.init == "pretrained":
-        mload.check_weights(ref)
-    mload.check_max_length(ref, cfg.model.max_length, cfg.model.init, cfg.model.size)
+    mload.check_checkpoint(ref, init=cfg.model.init, max_length=cfg.model.max_length, size=cfg.model.size)
     tokenizer = mload.load_tokenizer(ref)
     task = build_task(cfg)
     splits = load_splits(cfg.data, getattr(task, "read", None))

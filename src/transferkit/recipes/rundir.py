@@ -202,12 +202,12 @@ class RunFolder:
             raise
 
 
-def plan(cfg: BaseModel, path: Path, kind: str, *, resume: bool, overwrite: bool,
-         data_fingerprint: str | None = None) -> RunFolder:
-    """Check the run folder before anything is written. Raises RunFolderError / ConfigError."""
+def plan(cfg: BaseModel, path: Path, kind: str, *, resume: bool, overwrite: bool) -> RunFolder:
+    """Check the run folder before anything is written (the data are checked later, `RunFolder.check_data`,
+    once they are read). Raises RunFolderError / ConfigError."""
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite contradict each other: give one of them.")
-    rf = RunFolder(path=path, kind=kind, resume=resume, overwrite=overwrite, data_fingerprint=data_fingerprint)
+    rf = RunFolder(path=path, kind=kind, resume=resume, overwrite=overwrite)
     if path.exists() and not path.is_dir():
         raise ConfigError([f"output -> dir: the run folder '{path}' is a file. Choose another name= or output.dir=."])
     entries = list(path.iterdir()) if path.is_dir() else []
@@ -272,6 +272,4 @@ def plan(cfg: BaseModel, path: Path, kind: str, *, resume: bool, overwrite: bool
                 "may change on --resume."
             )
         rf.safe_changes = changes
-    if data_fingerprint:
-        rf.check_data(data_fingerprint)
     return rf

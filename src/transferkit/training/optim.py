@@ -12,13 +12,18 @@ from transferkit.config import OptimizerConfig, ScheduleConfig
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
 
 
+def decays(name: str, p: nn.Parameter) -> bool:
+    """Whether weight decay applies to a parameter (never to biases, norms and other vectors)."""
+    return not (name.endswith(NO_DECAY) or p.ndim < 2)
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if name.endswith(NO_DECAY) or p.ndim < 2 else decay).append(p)
+        (decay if decays(name, p) else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
