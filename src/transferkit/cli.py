@@ -237,6 +237,14 @@ def _stdin_lines() -> list[str]:
     return text.splitlines()
 
 
+def _every_line(path: Path, rows: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """JSONL rows ('FILE line N', item) with the blank lines put back as (where, None): output line N then
+    answers input line N."""
+    by_line = {int(where.rsplit(" ", 1)[1]): (where, item) for where, item in rows}
+    n_lines = len(path.read_bytes().decode("utf-8", "replace").splitlines())
+    return [by_line.get(n, (f"{path} line {n}", None)) for n in range(1, n_lines + 1)]
+
+
 def _read_inputs(path: Optional[Path], column: str, structured: bool) -> list[tuple[str, Any]]:
     """(where, input) for every input, in order: stdin lines, a .txt file's lines, csv/jsonl rows (a text
     column, or whole records for NER, QA and relations). An input that is empty is kept as (where, None), so
@@ -245,24 +253,18 @@ def _read_inputs(path: Optional[Path], column: str, structured: bool) -> list[tu
 
     if path is None:
         return [(f"stdin line {n}", line if line.strip() else None) for n, line in enumerate(_stdin_lines(), 1)]
-    suffix = path.suffix.lower()
-    if structured and suffix in (".jsonl", ".json"):
+    jsonl = path.suffix.lower() in (".jsonl", ".json")
+    if structured and jsonl:
         if not path.is_file():
             read_file(path)  # the same message as every other missing input
-        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
-        records = {int(where.rsplit(" ", 1)[1]): rec for where, rec in iter_jsonl(path)}
-        return [(f"{path} line {n}", records.get(n)) for n in range(1, len(lines) + 1)]
+        return _every_line(path, list(iter_jsonl(path)))
     ds = read_file(path)
-    if suffix == ".txt":
+    if path.suffix.lower() == ".txt":
         return [(f"{path} line {n}", t if t.strip() else None) for n, t in enumerate(ds["text"], 1)]
     ex = to_examples(ds, text_column=column, label_column=None, text_pair_column=None, where=str(path),
                      name="input", option="--text-column")
     rows = [(where, t if t.strip() else None) for where, t in zip(ex.origin, ex.texts)]
-    if suffix in (".jsonl", ".json"):  # blank lines are not records: keep their place in the output
-        by_line = {int(where.rsplit(" ", 1)[1]): (where, t) for where, t in rows}
-        n_lines = len(path.read_bytes().decode("utf-8", "replace").splitlines())
-        rows = [by_line.get(n, (f"{path} line {n}", None)) for n in range(1, n_lines + 1)]
-    return rows
+    return _every_line(path, rows) if jsonl else rows
 
 
 def _check_output(path: Path, inputs: Optional[Path], run: Path) -> None:
