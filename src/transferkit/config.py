@@ -396,10 +396,10 @@ def validate_methods(raw: Any) -> tuple[dict[str, Any], list[str]]:
 def _method_problems(cfg: Any, task_type: str) -> list[str]:
     problems: list[str] = []
     enabled = set(cfg.methods)
+    pairs = sorted({tuple(sorted((name, other))) for name, section in cfg.methods.items()
+                    for other in type(section).conflicts if other in enabled and other != name})
+    problems += [f"methods: {a} and {b} cannot be combined; choose one" for a, b in pairs]
     for name, section in cfg.methods.items():
-        for other in type(section).conflicts:
-            if other in enabled and name < other:
-                problems.append(f"methods: {name} and {other} cannot be combined; choose one")
         if type(section).tasks and task_type not in type(section).tasks:
             problems.append(f"methods -> {name}: works for {', '.join(type(section).tasks)}, not for {task_type}")
         problems += section.cross_checks(cfg)

@@ -1,5 +1,5 @@
 """The methods seam: config sections per method (validation, did-you-mean, conflicts, explain), hooks
-called by the one loop in order, layer-wise learning rates, FGM/PGD, and exact resume with methods on."""
+called by the one loop in order, layer-wise learning rates, and exact resume with methods on (the attacks: test_adversarial.py)."""
 
 import json
 import os
@@ -128,55 +128,11 @@ def test_layerwise_learning_rates_per_group(tiny_model):
     assert len(lr_of) == sum(1 for _ in model.parameters())  # every parameter in exactly one group
 
 
-@pytest.mark.parametrize("name,settings", [("fgm", {"epsilon": 1.0}), ("pgd", {"epsilon": 1.0, "alpha": 0.3, "steps": 3})])
-def test_adversarial_methods_restore_embeddings_and_change_the_gradients(tiny_model, name, settings):
-    model = _tiny_classifier(tiny_model)
-    model.train()
-    torch.manual_seed(1)
-    batch = {"input_ids": torch.randint(5, 150, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long),
-             "labels": torch.tensor([0, 1, 0, 1])}
-    model.config.hidden_dropout_prob = 0.0
-
-    def forward_loss():
-        torch.manual_seed(2)  # the same dropout masks in every pass
-        return model(**batch).loss
-
-    def clean_grads():
-        model.zero_grad()
-        loss = forward_loss()
-        loss.backward()
-        return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    clean_loss, clean = clean_grads()
-    emb_before = model.get_input_embeddings().weight.detach().clone()
-    model.zero_grad()
-    stack = MethodStack.from_config(load_config(raw={**BASE, "methods": {name: settings}}).methods)
-    assert stack.has_step
-
-    def default():
-        loss = forward_loss()
-        loss.backward()
-        return loss
-
-    ctx = StepContext(model, batch, forward_loss, lambda loss: loss.backward(), 0)
-    logged = stack.train_step(ctx, default)
-    assert torch.equal(model.get_input_embeddings().weight, emb_before)  # restored bit for bit
-    assert float(logged.detach()) == pytest.approx(float(clean_loss.detach()))  # the clean loss is what gets logged
-    changed = [n for n, g in clean.items() if not torch.allclose(model.get_parameter(n).grad, g, atol=1e-7)]
-    assert "classifier.weight" in changed  # the adversarial pass added its gradients
-
-
-def test_adversarial_methods_refuse_frozen_embeddings(tiny_model, tmp_path):
-    data = write_csv(tmp_path / "d.csv", make_rows(60))
-    for extra in ({"freeze": {"mode": "embeddings"}, "methods": {"fgm": {}}}, {"methods": {"lora": {}, "pgd": {}}}):
-        cfg = write_config(tmp_path / "run.yaml", tiny_config(tiny_model, data, tmp_path / "runs", **extra))
-        result = CliRunner().invoke(app, ["finetune", str(cfg), "-q"])
-        assert result.exit_code == 2 and "the word embeddings are frozen" in result.stderr, result.stderr
-        assert not (tmp_path / "runs/tiny").exists()
-
-
 @pytest.mark.parametrize("methods", [{"layerwise_lr": {"decay": 0.8}, "fgm": {"epsilon": 0.5}},
-                                     {"lora": {"r": 4}, "layerwise_lr": {"decay": 0.8}}], ids=["llrd+fgm", "lora+llrd"])
+                                     {"lora": {"r": 4}, "layerwise_lr": {"decay": 0.8}},
+                                     {"lora": {"r": 4}, "fgm": {"epsilon": 0.5}},
+                                     {"adalora": {"init_r": 6, "target_r": 3}, "freelb": {"steps": 2}}],
+                         ids=["llrd+fgm", "lora+llrd", "lora+fgm", "adalora+freelb"])
 def test_resume_equals_uninterrupted_with_methods_on(tiny_model, tmp_path, methods):
     """Ctrl-C at step 5 (a signal the process sends itself from a hook), then --resume: the same model as a
     run that was never interrupted, with layer-wise rates and FGM on."""
@@ -207,7 +163,7 @@ def test_resume_equals_uninterrupted_with_methods_on(tiny_model, tmp_path, metho
     a = json.loads((tmp_path / "runs/full/metrics.json").read_text())
     b = json.loads((tmp_path / "runs/cut/metrics.json").read_text())
     assert b["test"]["loss"] == pytest.approx(a["test"]["loss"], abs=1e-6)
-    order = {"lora": 0, "layerwise_lr": 1, "fgm": 2}  # composition order: model, optimisation, step
+    order = {"lora": 0, "adalora": 0, "layerwise_lr": 1, "fgm": 2, "freelb": 2}  # model, optimisation, step
     assert [m["method"] for m in b["methods"]] == sorted(methods, key=order.get)
 
 

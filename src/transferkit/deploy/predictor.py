@@ -27,9 +27,21 @@ def model_dir_of(path: str | Path) -> Path:
     raise ModelError(f"'{p}' is neither a run folder (with model/) nor a model folder with task.json.")
 
 
+#: in a model folder without weights (an adapter that cannot be merged, e.g. prompt tuning): where the adapter is
+UNMERGED = "adapter.json"
+
+
 def save_model(model: torch.nn.Module, tokenizer: Any, task: Any, out: Path) -> Path:
+    """A model folder: weights + config (or, for a peft model that could not be merged, the config and a
+    pointer to the run's adapter/ instead of weights), tokenizer, task.json."""
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)  # type: ignore[operator]
+    if hasattr(model, "peft_config"):
+        model.get_base_model().config.save_pretrained(out)  # type: ignore[operator]
+        (out / UNMERGED).write_text(json.dumps({
+            "adapter": "../adapter", "why": "this method's update cannot be merged into the weights; load the base "
+            "checkpoint with the adapter (transferkit predict does)"}, indent=2))
+    else:
+        model.save_pretrained(out, safe_serialization=True)  # type: ignore[operator]
     tokenizer.save_pretrained(out)
     (out / "task.json").write_text(json.dumps(task.describe(), indent=2, ensure_ascii=False), encoding="utf-8")
     return out
@@ -50,8 +62,8 @@ def _with_adapter(head_cls: Any, model_dir: Path, adapter: Path) -> torch.nn.Mod
     try:
         from peft import PeftConfig, PeftModel
     except ImportError:
-        raise ModelError(f"'{adapter}' is a LoRA adapter: loading it needs peft (pip install peft); "
-                         f"'{model_dir}' holds the same model merged, which does not.") from None
+        merged = "" if (model_dir / UNMERGED).is_file() else f"; '{model_dir}' holds the same model merged, which does not"
+        raise ModelError(f"'{adapter}' is a peft adapter: loading it needs peft (pip install peft){merged}.") from None
     base_ref = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
     base = head_cls.from_pretrained(base_ref, config=AutoConfig.from_pretrained(model_dir))
     return PeftModel.from_pretrained(base, adapter).eval()
@@ -79,6 +91,11 @@ class Predictor:
         config = AutoConfig.from_pretrained(d)
         head_cls = task.model_class(config)  # the task knows the class of its folder
         adapter = Path(path) if (Path(path) / "adapter_config.json").is_file() else None
+        if adapter is None and (d / UNMERGED).is_file():
+            adapter = (d / json.loads((d / UNMERGED).read_text())["adapter"]).resolve()
+            if not (adapter / "adapter_config.json").is_file():
+                raise ModelError(f"'{d}' holds no weights: its model is the adapter in '{adapter}', which is missing "
+                                 "(copy the whole run folder, adapter/ included).")
         from transferkit.modeling.load import check_tokenizer_files
 
         check_tokenizer_files(str(d))

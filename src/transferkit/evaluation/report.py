@@ -144,7 +144,8 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
     sections.append(("Data", _table(["", ""], data_rows), None))
     t = summary["train"]
     train_rows = [["model", summary["model"]],
-                  ["parameters trained / total", f"{t['trainable_params']:,} / {t['total_params']:,}"],
+                  ["parameters trained / total", f"{t['trainable_params']:,} / {t['total_params']:,} "
+                   f"({100 * t['trainable_params'] / max(t['total_params'], 1):.2f}%)"],
                   ["processes", str(t.get("processes", 1))],
                   ["optimizer steps", str(t["steps"])], ["epochs", f"{t['epochs']:g}"],
                   ["stopped early", str(t["stopped_early"])], ["best validation step", str(t["best_step"])],
@@ -152,7 +153,20 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
                   ["real (non-pad) tokens/s", f"{t['tokens_per_s']:.0f}"],
                   ["peak RSS (MB)", f"{t['peak_rss_mb']:.0f}"]]
     sections.append(("Training", _table(["", ""], train_rows), None))
+    if summary.get("methods"):
+        rows = [[m["method"], ", ".join(f"{k}={_short(v)}" for k, v in m.items() if k != "method")]
+                for m in summary["methods"]]
+        sections.append(("Methods (in composition order)", _table(["method", "settings and what it did"], rows),
+                         None))
     return sections
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
+    return str(v)
 
 
 def write_report(run_dir: Path, summary: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Path, Path]:

@@ -15,10 +15,23 @@ from transferkit.methods.base import Method, MethodConfig
 #: name -> "module:Class" (built in); classes registered at run time are kept in _EXTRA
 BUILTIN: dict[str, str] = {
     "lora": "transferkit.methods.lora:LoRA",
+    "adalora": "transferkit.methods.adalora:AdaLoRA",
+    "ia3": "transferkit.methods.ia3:IA3",
+    "prompt_tuning": "transferkit.methods.prompt_tuning:PromptTuning",
+    "prefix_tuning": "transferkit.methods.prefix_tuning:PrefixTuning",
     "layerwise_lr": "transferkit.methods.layerwise_lr:LayerwiseLR",
     "gradual_unfreezing": "transferkit.methods.unfreeze:GradualUnfreezing",
     "fgm": "transferkit.methods.adversarial:FGM",
     "pgd": "transferkit.methods.adversarial:PGD",
+    "freelb": "transferkit.methods.adversarial:FreeLB",
+    "label_smoothing": "transferkit.methods.label_smoothing:LabelSmoothing",
+    "class_weights": "transferkit.methods.class_weights:ClassWeights",
+    "focal_loss": "transferkit.methods.focal_loss:FocalLoss",
+    "balanced_sampler": "transferkit.methods.balanced_sampler:BalancedSampler",
+    "threshold_tuning": "transferkit.methods.threshold:ThresholdTuning",
+    "eda": "transferkit.methods.eda:EDA",
+    "mlm_substitution": "transferkit.methods.mlm_substitution:MLMSubstitution",
+    "back_translation": "transferkit.methods.back_translation:BackTranslation",
 }
 _EXTRA: dict[str, type[Method]] = {}
 

@@ -45,13 +45,16 @@ class MethodConfig(BaseModel):
 
 class StepContext:
     """What a training-step hook sees: the model, the batch of this chunk, and the two calls that make a
-    step (the loss of a forward pass, and its backward pass with the loop's scaling)."""
+    step (the loss of a forward pass, and its backward pass with the loop's scaling). `scale` is this chunk's
+    share of its micro-batch (1.0 unless the batch is split into chunks): a loss term a method adds once per
+    micro-batch is multiplied by it, as `forward_loss()` already is."""
 
-    __slots__ = ("model", "batch", "forward_loss", "backward", "step")
+    __slots__ = ("model", "batch", "forward_loss", "backward", "step", "scale")
 
     def __init__(self, model: nn.Module, batch: dict[str, torch.Tensor], forward_loss: Any, backward: Any,
-                 step: int) -> None:
+                 step: int, scale: float = 1.0) -> None:
         self.model, self.batch, self.forward_loss, self.backward, self.step = model, batch, forward_loss, backward, step
+        self.scale = scale
 
 
 class Method:
@@ -87,6 +90,12 @@ class Method:
         """The optimizer's parameter groups (layer-wise learning rates)."""
         return groups
 
+    def configure_loss(self, spec: Any, *, class_counts: list[int], labels: list[str]) -> Any:
+        """The class-logit loss's settings (a methods.losses.LossSpec: class weights, focal gamma, label
+        smoothing), given the training split's class counts. A method that overrides this makes the loop train
+        with methods.losses.spec_loss instead of the task's own loss."""
+        return spec
+
     # -- training step
     def train_step(self, ctx: StepContext, inner: Any) -> torch.Tensor:
         """One chunk's forward + backward. `inner()` runs the rest of the chain (by default: loss of a
@@ -99,7 +108,7 @@ class Method:
         """Before the first step (also after a resume)."""
 
     def on_step_end(self, *, step: int, model: nn.Module, optimizer: Any) -> None:
-        """After each optimizer step (gradual unfreezing, budget schedules)."""
+        """After each optimizer step, before its gradients are cleared (gradual unfreezing, budget schedules)."""
 
     def on_log(self, *, step: int, values: dict[str, Any]) -> None:
         """After each training log line (trackers)."""
@@ -109,6 +118,10 @@ class Method:
 
     def on_train_end(self, *, model: nn.Module, result: Any) -> None:
         """After training, the best checkpoint restored."""
+
+    def after_training(self, *, model: nn.Module, task: Any, val: Any, infer: Any) -> None:
+        """After training (best checkpoint restored), before the test split is scored: decision rules fitted on
+        the validation split (threshold tuning). `infer(model, encoded)` gives the scores of a split."""
 
     # -- saving
     def export(self, model: nn.Module, *, run_dir: Any, forward: Any) -> nn.Module:

@@ -16,6 +16,7 @@ class MethodStack:
     def __init__(self, methods: list[Method] | None = None) -> None:
         self.methods = list(methods or [])
         self._steps = [m for m in self.methods if _overrides(m, "train_step")]
+        self.has_loss = any(_overrides(m, "configure_loss") for m in self.methods)
 
     @classmethod
     def from_config(cls, configs: dict[str, Any]) -> MethodStack:
@@ -52,6 +53,9 @@ class MethodStack:
     def param_groups(self, model: Any, groups: list[dict[str, Any]], *, lr: float) -> list[dict[str, Any]]:
         return self._fold("param_groups", groups, model, lr=lr)
 
+    def configure_loss(self, spec: Any, *, class_counts: list[int], labels: list[str]) -> Any:
+        return self._fold("configure_loss", spec, class_counts=class_counts, labels=labels)
+
     def train_step(self, ctx: StepContext, default: Any) -> Any:
         """The first method's train_step wraps the second's, ..., which wraps `default`."""
         chain = self._steps
@@ -78,6 +82,9 @@ class MethodStack:
 
     def on_train_end(self, **kw: Any) -> None:
         self._each("on_train_end", **kw)
+
+    def after_training(self, **kw: Any) -> None:
+        self._each("after_training", **kw)
 
     def export(self, model: Any, *, run_dir: Any, forward: Any) -> Any:
         return self._fold("export", model, run_dir=run_dir, forward=forward)

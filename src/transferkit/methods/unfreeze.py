@@ -13,12 +13,13 @@ from pydantic import Field
 
 from transferkit.methods.base import MODEL, Method, MethodConfig
 from transferkit.methods.layerwise_lr import depth_of
+from transferkit.methods.peft_common import PEFT_METHODS
 
 
 class GradualUnfreezingConfig(MethodConfig):
     method: ClassVar[str] = "gradual_unfreezing"
     summary: ClassVar[str] = "train the top first, unfreeze one more encoder layer every N steps (ULMFiT)"
-    conflicts: ClassVar[tuple[str, ...]] = ("lora",)
+    conflicts: ClassVar[tuple[str, ...]] = PEFT_METHODS
 
     every: int = Field(50, ge=1, description="Optimizer steps between two unfreezings.")
     start_layers: int = Field(0, ge=0, description="Encoder layers trainable from the start (counted from the top).")

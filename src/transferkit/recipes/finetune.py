@@ -59,6 +59,7 @@ def _build_model(cfg: RunConfig, task, ref: str, tokenizer, init: str, methods: 
     if methods:
         model = methods.prepare_model(model, task=task)
         trainable, total = count_params(model)
+    log.info("parameters trained: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
     return model, trainable, total
 
 
@@ -102,7 +103,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
                     total: int, methods: MethodStack) -> dict[str, Any]:
     from transferkit.deploy.predictor import save_model
     from transferkit.evaluation.compare import linear_probe, majority_baseline
-    from transferkit.evaluation.evaluate import evaluate
+    from transferkit.evaluation.evaluate import evaluate, infer, predictions
     from transferkit.evaluation.report import write_report
     from transferkit.training.checkpoint import atomic_write_text
     from transferkit.training.loop import fit
@@ -130,6 +131,8 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
     result = fit(task, model, train, val, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
                  resume=resume, progress=progress, label="fine-tuning", methods=methods)
     model = acc.unwrap_model(model)
+    methods.after_training(model=model, task=task, val=val, infer=lambda m, enc: predictions(
+        task, enc, infer(task, m, enc, device=acc.device, accelerator=acc)[0]))
     test_metrics, _ = evaluate(task, model, test, device=acc.device, accelerator=acc, batch_size=64)
     transfer["fine_tuned"] = test_metrics
 
@@ -163,7 +166,8 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
                   "seconds": result.train_seconds,
                   "samples_per_s": result.examples_seen / max(result.train_seconds, 1e-9),
                   "tokens_per_s": result.tokens_seen / max(result.train_seconds, 1e-9),
-                  "peak_rss_mb": peak_rss_mb(), "processes": acc.num_processes, "trainable_params": trainable, "total_params": total},
+                  "peak_rss_mb": peak_rss_mb(), "processes": acc.num_processes, "trainable_params": trainable, "total_params": total,
+                  "trainable_fraction": trainable / max(total, 1)},
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
     write_report(run_dir, summary, result.history)

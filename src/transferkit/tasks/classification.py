@@ -51,6 +51,8 @@ class ClassificationTask:
     max_length: int = 128
     pad_token_id: int = 0
     name: str = "text_classification"
+    #: binary tasks: predict labels[1] when its probability >= threshold (set by threshold tuning); None: argmax
+    threshold: float | None = None
     token_level = False  # one fixed-width score row per example
     baselines: tuple[str, ...] = ("majority", "linear_probe")
 
@@ -74,7 +76,7 @@ class ClassificationTask:
     def from_description(cls, d: dict[str, Any]) -> ClassificationTask:
         return cls(labels=d["labels"], pooling=d["pooling"], multilabel=d["multilabel"],
                    label_separator=d.get("label_separator", ","), max_length=d["max_length"],
-                   pad_token_id=d.get("pad_token_id", 0))
+                   pad_token_id=d.get("pad_token_id", 0), threshold=d.get("threshold"))
 
     @property
     def primary_metric(self) -> str:
@@ -199,7 +201,7 @@ class ClassificationTask:
                    "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
                    "subset_accuracy": float(accuracy_score(labels, pred))}
         else:
-            pred = scores.argmax(axis=-1)
+            pred = self.decide(scores)
             p, r, f, s = precision_recall_fscore_support(labels, pred, labels=idx, zero_division=0)
             out = {"accuracy": float(accuracy_score(labels, pred)),
                    "macro_f1": float(f1_score(labels, pred, labels=idx, average="macro", zero_division=0)),
@@ -210,14 +212,24 @@ class ClassificationTask:
 
     def decode(self, scores: Any, encoded: Encoded | None = None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for row in np.asarray(scores):
+        scores = np.asarray(scores)
+        chosen = None if self.multilabel else self.decide(scores)
+        for i, row in enumerate(scores):
             probs = {name: round(float(v), 6) for name, v in zip(self.labels, row)}
-            if self.multilabel:
+            if chosen is None:
                 out.append({"labels": [n for n, v in zip(self.labels, row) if v >= 0.5], "scores": probs})
             else:
-                out.append({"label": self.labels[int(row.argmax())], "score": float(row.max()),
-                            "probabilities": probs})
+                k = int(chosen[i])
+                out.append({"label": self.labels[k], "score": float(row[k]), "probabilities": probs})
         return out
+
+    def decide(self, scores: Any) -> np.ndarray:
+        """Class index per row: argmax, or for a binary task with a tuned threshold, labels[1] when its
+        probability reaches it."""
+        scores = np.asarray(scores)
+        if self.threshold is not None and scores.shape[-1] == 2:
+            return (scores[:, 1] >= self.threshold).astype(int)
+        return scores.argmax(axis=-1)
 
     def gold(self, encoded: Encoded) -> np.ndarray:
         """Gold labels of an encoded split in the layout `metrics` expects."""
@@ -229,6 +241,8 @@ class ClassificationTask:
         return np.array([f["labels"] for f in encoded.features])
 
     def describe(self) -> dict[str, Any]:
-        return {"task": self.name, "labels": self.labels, "pooling": self.pooling, "multilabel": self.multilabel,
-                "label_separator": self.label_separator, "max_length": self.max_length,
-                "pad_token_id": self.pad_token_id}
+        d = {"task": self.name, "labels": self.labels, "pooling": self.pooling, "multilabel": self.multilabel,
+             "label_separator": self.label_separator, "max_length": self.max_length, "pad_token_id": self.pad_token_id}
+        if self.threshold is not None:
+            d["threshold"] = self.threshold
+        return d

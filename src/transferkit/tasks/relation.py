@@ -265,7 +265,7 @@ class RelationExtractionTask(ClassificationTask):
         """accuracy, macro F1 over all classes, and micro P/R/F1 over the relation classes only (a
         no-relation prediction is neither a true nor a false positive)."""
         out = super().metrics(scores, labels)
-        pred = np.asarray(scores).argmax(axis=-1)
+        pred = self.decide(scores)
         gold = np.asarray(labels)
         na = self.labels.index(self.no_relation) if self.no_relation in self.labels else -1
         pos_pred, pos_gold = pred != na, gold != na

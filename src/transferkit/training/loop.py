@@ -121,6 +121,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
              world, acc.distributed_type.value, micro, total_steps, steps_per_epoch)
     eval_every = steps_per_epoch if cfg.eval_every == "epoch" else int(cfg.eval_every)
 
+    loss_fn = _loss_function(task, train, methods)
     optimizer = build_optimizer(model, cfg.optimizer, acc.device.type, groups_hook=methods.param_groups)
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps)
     watch = early.metric or task.primary_metric
@@ -213,10 +214,11 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                         ctx = acc.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
                         scale = len(part) / len(idx)
                         if methods.has_step:
-                            loss = _method_step(methods, task, model, batch, scale, len(group), acc, ctx, state.step)
+                            loss = _method_step(methods, task, loss_fn, model, batch, scale, len(group), acc, ctx,
+                                                state.step)
                         else:
                             with ctx, acc.autocast():
-                                loss = task.loss(task.forward(model, batch), batch) * scale
+                                loss = loss_fn(task.forward(model, batch), batch) * scale
                             acc.backward(loss / len(group))
                         running += loss.detach()
                     running_n += 1
@@ -226,10 +228,10 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                     acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.batch_in_epoch = group_end
-                methods.on_step_end(step=state.step, model=model, optimizer=optimizer)
+                methods.on_step_end(step=state.step, model=model, optimizer=optimizer)  # gradients still there
+                optimizer.zero_grad(set_to_none=True)
                 if state.step % cfg.log_every == 0 or state.step == total_steps:
                     mean_loss = float(running) / max(running_n, 1)
                     running.zero_()
@@ -280,12 +282,25 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
     return result
 
 
-def _method_step(methods: MethodStack, task: Task, model: nn.Module, batch: dict[str, torch.Tensor], scale: float,
-                 n_group: int, acc: Any, sync_ctx: Any, step: int) -> torch.Tensor:
+def _loss_function(task: Task, train: Encoded, methods: MethodStack) -> Any:
+    """The task's loss, or, when a method configures it (class weights, focal loss, label smoothing), the
+    shared class-logit loss with the settings the methods chose from the training split's class counts."""
+    if not methods.has_loss:
+        return task.loss
+    from transferkit.methods.losses import LossSpec, class_counts, spec_loss
+
+    labels = list(task.labels)  # type: ignore[attr-defined]
+    spec = methods.configure_loss(LossSpec(), class_counts=class_counts(train.features, len(labels)), labels=labels)
+    log.info("loss: %s", spec.describe())
+    return lambda outputs, batch: spec_loss(outputs, batch["labels"], spec)
+
+
+def _method_step(methods: MethodStack, task: Task, loss_fn: Any, model: nn.Module, batch: dict[str, torch.Tensor],
+                 scale: float, n_group: int, acc: Any, sync_ctx: Any, step: int) -> torch.Tensor:
     """One chunk's forward and backward through the methods' train_step chain."""
     def forward_loss() -> torch.Tensor:
         with acc.autocast():
-            return task.loss(task.forward(model, batch), batch) * scale
+            return loss_fn(task.forward(model, batch), batch) * scale
 
     def backward(loss: torch.Tensor) -> None:
         acc.backward(loss / n_group)
@@ -296,7 +311,7 @@ def _method_step(methods: MethodStack, task: Task, model: nn.Module, batch: dict
         backward(loss)
         return loss
 
-    return methods.train_step(StepContext(model, batch, forward_loss, backward, step), default)
+    return methods.train_step(StepContext(model, batch, forward_loss, backward, step, scale), default)
 
 
 def _load_last(ckpt_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,236 @@
+"""What each fine-tuning method buys: every variant of a study, its settings chosen on validation only, then
+mean ± std over seeds on the test split; trainable %, seconds per epoch, peak RSS.
+
+    python bench/methods_table.py --study rt500 run            # select on validation, then report (resumable)
+    python bench/methods_table.py --study rt500 run --only lora,full
+    python bench/methods_table.py --study rt500 summarize      # table + plot from what has been measured
+
+Each run is one `transferkit finetune` process (so its peak RSS is its own) on configs/sentiment.yaml with
+the study's overrides. Selection: every grid point of a variant with the first seed; the point with the best
+validation accuracy (best epoch, as early stopping keeps it) is the setting; ties go to the first point.
+The test split is read only for the report, never for a choice. Variants marked `inherit` take the chosen
+learning rate of another variant (the combinations take full fine-tuning's) before their own grid.
+
+Results are appended to bench/results/methods_<study>.jsonl as they come (a stopped sweep continues where it
+stopped: finished runs are skipped); `summarize` writes methods_<study>.md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+RESULTS = HERE / "bench" / "results"
+WORK = HERE / "bench" / "work"
+
+LR = "train.optimizer.lr"
+
+#: study -> base overrides, seeds, variants. Each variant: "set" (fixed overrides), "grid" (override -> values,
+#: chosen on validation), optionally "inherit" (a variant whose chosen settings it starts from).
+STUDIES: dict[str, dict] = {
+    "rt500": {
+        "title": "Rotten Tomatoes, 500 training labels",
+        "base": ["data.train_limit=500", "train.batch_size=16", "train.epochs=10", "early_stopping.patience=3",
+                 "compare.linear_probe=false", "compare.majority=true"],
+        "seeds": [1, 2, 3],
+        "variants": {
+            "full": {"label": "full fine-tuning", "grid": {LR: [3e-5, 1e-4]}},
+            "head_only": {"label": "head only", "set": ["freeze.mode=all_but_head"], "grid": {LR: [1e-3, 1e-2]}},
+            "lora": {"label": "LoRA r=8 (all linear)",
+                     "set": ["methods.lora.r=8", "methods.lora.target_modules=all-linear"],
+                     "grid": {LR: [5e-4, 2e-3]}},
+            "adalora": {"label": "AdaLoRA", "set": ["methods.adalora.target_r=8", "methods.adalora.init_r=12"],
+                        "grid": {LR: [5e-4, 2e-3]}},
+            "ia3": {"label": "IA3", "set": ["methods.ia3.target_modules=default"], "grid": {LR: [3e-3, 1e-2]}},
+            "prompt_tuning": {"label": "prompt tuning (20 tokens)", "set": ["methods.prompt_tuning.tokens=20"],
+                              "grid": {LR: [3e-3, 3e-2]}},
+            "llrd": {"label": "+ layer-wise decay", "inherit": "full", "grid": {"methods.layerwise_lr.decay": [0.8, 0.9]}},
+            "gu": {"label": "+ gradual unfreezing", "inherit": "full",
+                   "grid": {"methods.gradual_unfreezing.every": [16, 32]}},
+            "fgm": {"label": "+ FGM", "inherit": "full", "grid": {"methods.fgm.epsilon": [0.5, 1.0]}},
+            "pgd": {"label": "+ PGD", "inherit": "full", "grid": {"methods.pgd.epsilon": [0.5, 1.0]}},
+            "freelb": {"label": "+ FreeLB", "inherit": "full", "grid": {"methods.freelb.adv_lr": [0.03, 0.1]}},
+            "eda": {"label": "+ EDA", "inherit": "full", "grid": {"methods.eda.copies": [1, 4]}},
+            "mlm_sub": {"label": "+ MLM substitution", "inherit": "full",
+                        "set": ["methods.mlm_substitution.model=bench/work/mlm_en/model"],
+                        "grid": {"methods.mlm_substitution.copies": [1, 2]}},
+        },
+    },
+}
+
+
+def key(variant: str, point: dict, seed: int) -> str:
+    return json.dumps([variant, point, seed], sort_keys=True)
+
+
+def load(path: Path) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                if "error" not in r:  # a failed run is tried again
+                    done[key(r["variant"], r["point"], r["seed"])] = r
+    return done
+
+
+def one(study: str, base: list[str], variant: str, point: dict, fixed: list[str], seed: int) -> dict:
+    tag = f"{variant}_{hashlib.md5(json.dumps(point, sort_keys=True).encode()).hexdigest()[:6]}_s{seed}"
+    out = WORK / study
+    overrides = [*base, *fixed, *(f"{k}={v}" for k, v in point.items()), f"train.seed={seed}",
+                 f"data.train_sample_seed={seed}", f"name={tag}", f"output.dir={out}/{{name}}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "transferkit.cli", "finetune", str(HERE / "configs/sentiment.yaml"), "-q",
+           "--overwrite", *overrides]
+    t0 = time.time()
+    p = subprocess.run(cmd, env=env, cwd=HERE, capture_output=True, text=True)
+    wall = time.time() - t0
+    if p.returncode != 0:
+        return {"variant": variant, "point": point, "seed": seed, "error": (p.stderr or p.stdout)[-2000:],
+                "overrides": overrides}
+    m = json.loads((out / tag / "metrics.json").read_text())
+    tr = m["train"]
+    return {"variant": variant, "point": point, "seed": seed, "overrides": overrides,
+            "validation_accuracy": tr["best_validation"], "test_accuracy": m["test"]["accuracy"],
+            "test_macro_f1": m["test"]["macro_f1"], "trainable_params": tr["trainable_params"],
+            "total_params": tr["total_params"], "seconds_per_epoch": tr["seconds"] / max(tr["epochs"], 1e-9),
+            "epochs": tr["epochs"], "best_step": tr["best_step"], "peak_rss_mb": tr["peak_rss_mb"],
+            "samples_per_s": tr["samples_per_s"], "wall_s": wall,
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+
+
+def grid_points(grid: dict) -> list[dict]:
+    keys = list(grid)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
+
+
+def chosen(study: dict, name: str, done: dict) -> dict | None:
+    """The variant's chosen point (its inherited settings included), by validation accuracy of the first seed."""
+    v = study["variants"][name]
+    inherited = chosen(study, v["inherit"], done) if "inherit" in v else {}
+    if inherited is None:
+        return None
+    seed = study["seeds"][0]
+    best, best_acc = None, -1.0
+    for pt in grid_points(v.get("grid", {})):
+        full = {**inherited, **pt}
+        r = done.get(key(name, full, seed))
+        if r is None:
+            return None
+        if r["validation_accuracy"] > best_acc:
+            best, best_acc = full, r["validation_accuracy"]
+    return best
+
+
+def run(study_name: str, only: list[str] | None) -> None:
+    study = STUDIES[study_name]
+    path = RESULTS / f"methods_{study_name}.jsonl"
+    names = [n for n in study["variants"] if not only or n in only]
+
+    def go(name: str, point: dict, seed: int) -> None:
+        done = load(path)
+        if key(name, point, seed) in done:
+            return
+        v = study["variants"][name]
+        print(f"[{time.strftime('%H:%M:%S')}] {name} {point} seed {seed}", flush=True)
+        r = one(study_name, study["base"], name, point, v.get("set", []), seed)
+        with path.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+        print("   ", {k: r.get(k) for k in ("validation_accuracy", "test_accuracy", "seconds_per_epoch", "error")},
+              flush=True)
+
+    # selection: the first seed over each grid (variants that inherit wait for their parent's choice)
+    for name in names:
+        v = study["variants"][name]
+        parents = [name]
+        while "inherit" in study["variants"][parents[-1]]:
+            parents.append(study["variants"][parents[-1]]["inherit"])
+        for p in reversed(parents):  # parent first
+            pv = study["variants"][p]
+            inherited = chosen(study, pv["inherit"], load(path)) if "inherit" in pv else {}
+            if inherited is None:
+                break
+            for pt in grid_points(pv.get("grid", {})):
+                go(p, {**inherited, **pt}, study["seeds"][0])
+        best = chosen(study, name, load(path))
+        if best is None:
+            print(f"{name}: selection incomplete (a run failed); see {path}", flush=True)
+            continue
+        for seed in study["seeds"][1:]:
+            go(name, best, seed)
+        del v
+
+
+def summarize(study_name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    study = STUDIES[study_name]
+    done = load(RESULTS / f"methods_{study_name}.jsonl")
+    rows = []
+    for name, v in study["variants"].items():
+        best = chosen(study, name, done)
+        if best is None:
+            continue
+        runs = [done.get(key(name, best, s)) for s in study["seeds"]]
+        runs = [r for r in runs if r]
+        acc = [r["test_accuracy"] for r in runs]
+        rows.append({"variant": name, "label": v["label"], "setting": best, "n": len(runs),
+                     "mean": statistics.mean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                     "val_mean": statistics.mean(r["validation_accuracy"] for r in runs),
+                     "trainable_pct": 100 * runs[0]["trainable_params"] / runs[0]["total_params"],
+                     "s_per_epoch": statistics.median(r["seconds_per_epoch"] for r in runs),
+                     "rss": statistics.median(r["peak_rss_mb"] for r in runs)})
+    machine = next(iter(done.values()))["machine"] if done else "?"
+    lines = [f"# {study['title']}", "",
+             f"Measured by `python bench/methods_table.py --study {study_name} run` on {machine}; settings chosen "
+             f"on validation accuracy of seed {study['seeds'][0]} (grid in the script), then seeds "
+             f"{', '.join(map(str, study['seeds']))} on the test split.", "",
+             "| method | chosen setting | test accuracy (mean ± std) | seeds | validation | trainable % | s / epoch (median) | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["setting"].items())
+        lines.append(f"| {r['label']} | {setting} | {r['mean']:.4f} ± {r['std']:.4f} | {r['n']} | {r['val_mean']:.4f} "
+                     f"| {r['trainable_pct']:.2f} | {r['s_per_epoch']:.1f} | {r['rss']:.0f} |")
+    (RESULTS / f"methods_{study_name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if rows:
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+        ys = range(len(rows))
+        ax.barh(list(ys), [r["mean"] for r in rows], xerr=[r["std"] for r in rows], color="#4c72b0", alpha=0.85)
+        ax.set_yticks(list(ys), [f"{r['label']} ({r['trainable_pct']:.1f}%)" for r in rows])
+        ax.invert_yaxis()
+        lo = min(r["mean"] - r["std"] for r in rows)
+        ax.set_xlim(max(0.0, lo - 0.03), min(1.0, max(r["mean"] + r["std"] for r in rows) + 0.02))
+        ax.set_xlabel("test accuracy, mean ± std over seeds")
+        ax.set_title(study["title"])
+        fig.tight_layout()
+        fig.savefig(RESULTS / f"methods_{study_name}.png", dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--study", default="rt500", choices=sorted(STUDIES))
+    ap.add_argument("action", choices=["run", "summarize"])
+    ap.add_argument("--only", default="", help="comma-separated variants (default: all)")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.action == "run":
+        run(args.study, [s for s in args.only.split(",") if s] or None)
+    summarize(args.study)
+
+
+if __name__ == "__main__":
+    main()
