@@ -4,10 +4,14 @@ mean ± std over seeds on the test split; trainable %, seconds per epoch, peak R
     python bench/methods_table.py --study rt500 run            # select on validation, then report (resumable)
     python bench/methods_table.py --study rt500 run --only lora,full
     python bench/methods_table.py --study rt500 summarize      # table + plot from what has been measured
+    python bench/methods_table.py --study rt_imbalanced run    # positives cut to 1:9: the imbalance methods
+
+A file bench/work/PAUSE makes a running sweep wait before its next run (to measure something else alone).
 
 Each run is one `transferkit finetune` process (so its peak RSS is its own) on configs/sentiment.yaml with
 the study's overrides. Selection: every grid point of a variant with the first seed; the point with the best
-validation accuracy (best epoch, as early stopping keeps it) is the setting; ties go to the first point.
+validation score (the early-stopping metric at its best epoch: accuracy, or macro-F1 for the imbalanced
+study) is the setting; ties go to the first point.
 The test split is read only for the report, never for a choice. Variants marked `inherit` take the chosen
 learning rate of another variant (the combinations take full fine-tuning's) before their own grid.
 
@@ -45,7 +49,8 @@ STUDIES: dict[str, dict] = {
         "seeds": [1, 2, 3],
         "variants": {
             "full": {"label": "full fine-tuning", "grid": {LR: [3e-5, 1e-4]}},
-            "head_only": {"label": "head only", "set": ["freeze.mode=all_but_head"], "grid": {LR: [1e-3, 1e-2]}},
+            "head_only": {"label": "head only", "set": ["freeze.mode=all_but_head"],
+                          "grid": {LR: [1e-3, 1e-2], "task.pooling": ["cls", "mean"]}},
             "lora": {"label": "LoRA r=8 (all linear)",
                      "set": ["methods.lora.r=8", "methods.lora.target_modules=all-linear"],
                      "grid": {LR: [5e-4, 2e-3]}},
@@ -67,6 +72,50 @@ STUDIES: dict[str, dict] = {
         },
     },
 }
+
+
+IMBALANCED = WORK / "rt_imbalanced.csv"
+STUDIES["rt_imbalanced"] = {
+    "title": "Rotten Tomatoes with positives cut to 1:9 (2,000 training labels)",
+    "data": "make_imbalanced",
+    "minority": "positive",
+    "base": [f"data.source={IMBALANCED}", "data.train_limit=2000", "train.batch_size=16", "train.epochs=4",
+             "early_stopping.metric=macro_f1", "early_stopping.patience=2", "compare.linear_probe=false",
+             LR + "=5e-5"],
+    "seeds": [1, 2, 3],
+    "variants": {
+        "plain": {"label": "plain fine-tuning"},
+        "class_weights": {"label": "class weights (inverse frequency)", "set": ["methods.class_weights.weights=inverse_frequency"]},
+        "focal": {"label": "focal loss", "grid": {"methods.focal_loss.gamma": [1.0, 2.0]}},
+        "balanced_sampler": {"label": "balanced sampler", "set": ["methods.balanced_sampler.power=1.0"]},
+        "threshold": {"label": "threshold tuning (validation macro-F1)", "set": ["methods.threshold_tuning.metric=macro_f1"]},
+    },
+}
+
+
+def make_imbalanced() -> None:
+    """All 'negative' snippets and one 'positive' for every nine of them, as a CSV the runs split as usual
+    (so validation and test are 1:9 too)."""
+    import csv
+    import random
+
+    from transferkit.data.builtin import rotten_tomatoes
+
+    if IMBALANCED.exists():
+        return
+    ds = rotten_tomatoes()
+    neg = [t for t, y in zip(ds["text"], ds["label"]) if y == "negative"]
+    pos = [t for t, y in zip(ds["text"], ds["label"]) if y == "positive"]
+    pos = random.Random(0).sample(pos, len(neg) // 9)
+    WORK.mkdir(parents=True, exist_ok=True)
+    with IMBALANCED.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows([(t, "negative") for t in neg] + [(t, "positive") for t in pos])
+
+
+def validation_of(r: dict) -> float:
+    return r.get("validation_score", r.get("validation_accuracy"))
 
 
 def key(variant: str, point: dict, seed: int) -> str:
@@ -101,7 +150,8 @@ def one(study: str, base: list[str], variant: str, point: dict, fixed: list[str]
     m = json.loads((out / tag / "metrics.json").read_text())
     tr = m["train"]
     return {"variant": variant, "point": point, "seed": seed, "overrides": overrides,
-            "validation_accuracy": tr["best_validation"], "test_accuracy": m["test"]["accuracy"],
+            "validation_score": tr["best_validation"], "test_accuracy": m["test"]["accuracy"],
+            "test_per_class": m["test"]["per_class"], "methods": m["methods"],
             "test_macro_f1": m["test"]["macro_f1"], "trainable_params": tr["trainable_params"],
             "total_params": tr["total_params"], "seconds_per_epoch": tr["seconds"] / max(tr["epochs"], 1e-9),
             "epochs": tr["epochs"], "best_step": tr["best_step"], "peak_rss_mb": tr["peak_rss_mb"],
@@ -127,8 +177,8 @@ def chosen(study: dict, name: str, done: dict) -> dict | None:
         r = done.get(key(name, full, seed))
         if r is None:
             return None
-        if r["validation_accuracy"] > best_acc:
-            best, best_acc = full, r["validation_accuracy"]
+        if validation_of(r) > best_acc:
+            best, best_acc = full, validation_of(r)
     return best
 
 
@@ -137,7 +187,12 @@ def run(study_name: str, only: list[str] | None) -> None:
     path = RESULTS / f"methods_{study_name}.jsonl"
     names = [n for n in study["variants"] if not only or n in only]
 
+    if study.get("data"):
+        globals()[study["data"]]()
+
     def go(name: str, point: dict, seed: int) -> None:
+        while (WORK / "PAUSE").exists():
+            time.sleep(10)
         done = load(path)
         if key(name, point, seed) in done:
             return
@@ -146,7 +201,7 @@ def run(study_name: str, only: list[str] | None) -> None:
         r = one(study_name, study["base"], name, point, v.get("set", []), seed)
         with path.open("a") as f:
             f.write(json.dumps(r) + "\n")
-        print("   ", {k: r.get(k) for k in ("validation_accuracy", "test_accuracy", "seconds_per_epoch", "error")},
+        print("   ", {k: r.get(k) for k in ("validation_score", "test_accuracy", "seconds_per_epoch", "error")},
               flush=True)
 
     # selection: the first seed over each grid (variants that inherit wait for their parent's choice)
@@ -187,34 +242,50 @@ def summarize(study_name: str) -> None:
         runs = [done.get(key(name, best, s)) for s in study["seeds"]]
         runs = [r for r in runs if r]
         acc = [r["test_accuracy"] for r in runs]
+        f1 = [r["test_macro_f1"] for r in runs]
+        minority = study.get("minority")
+        rec = [r["test_per_class"][minority]["recall"] for r in runs] if minority else []
         rows.append({"variant": name, "label": v["label"], "setting": best, "n": len(runs),
                      "mean": statistics.mean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                     "val_mean": statistics.mean(r["validation_accuracy"] for r in runs),
+                     "f1_mean": statistics.mean(f1), "f1_std": statistics.stdev(f1) if len(f1) > 1 else 0.0,
+                     "rec_mean": statistics.mean(rec) if rec else None,
+                     "rec_std": statistics.stdev(rec) if len(rec) > 1 else 0.0,
+                     "val_mean": statistics.mean(validation_of(r) for r in runs),
                      "trainable_pct": 100 * runs[0]["trainable_params"] / runs[0]["total_params"],
                      "s_per_epoch": statistics.median(r["seconds_per_epoch"] for r in runs),
                      "rss": statistics.median(r["peak_rss_mb"] for r in runs)})
     machine = next(iter(done.values()))["machine"] if done else "?"
+    minority = study.get("minority")
     lines = [f"# {study['title']}", "",
              f"Measured by `python bench/methods_table.py --study {study_name} run` on {machine}; settings chosen "
-             f"on validation accuracy of seed {study['seeds'][0]} (grid in the script), then seeds "
-             f"{', '.join(map(str, study['seeds']))} on the test split.", "",
-             "| method | chosen setting | test accuracy (mean ± std) | seeds | validation | trainable % | s / epoch (median) | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"on the validation {'macro-F1' if minority else 'accuracy'} of seed {study['seeds'][0]} (grid in the "
+             f"script), then seeds {', '.join(map(str, study['seeds']))} on the test split.", ""]
+    if minority:
+        lines += [f"| method | chosen setting | test macro-F1 | test recall of '{minority}' | test accuracy | seeds | "
+                  "validation macro-F1 |", "|---|---|---|---|---|---|---|"]
+    else:
+        lines += ["| method | chosen setting | test accuracy (mean ± std) | seeds | validation | trainable % | "
+                  "s / epoch (median) | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["setting"].items())
-        lines.append(f"| {r['label']} | {setting} | {r['mean']:.4f} ± {r['std']:.4f} | {r['n']} | {r['val_mean']:.4f} "
-                     f"| {r['trainable_pct']:.2f} | {r['s_per_epoch']:.1f} | {r['rss']:.0f} |")
+        setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["setting"].items()) or "-"
+        if minority:
+            lines.append(f"| {r['label']} | {setting} | {r['f1_mean']:.4f} ± {r['f1_std']:.4f} | {r['rec_mean']:.4f} ± "
+                         f"{r['rec_std']:.4f} | {r['mean']:.4f} ± {r['std']:.4f} | {r['n']} | {r['val_mean']:.4f} |")
+        else:
+            lines.append(f"| {r['label']} | {setting} | {r['mean']:.4f} ± {r['std']:.4f} | {r['n']} | {r['val_mean']:.4f} "
+                         f"| {r['trainable_pct']:.2f} | {r['s_per_epoch']:.1f} | {r['rss']:.0f} |")
     (RESULTS / f"methods_{study_name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if rows:
         fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
         ys = range(len(rows))
-        ax.barh(list(ys), [r["mean"] for r in rows], xerr=[r["std"] for r in rows], color="#4c72b0", alpha=0.85)
+        val, err = ("f1_mean", "f1_std") if minority else ("mean", "std")
+        ax.barh(list(ys), [r[val] for r in rows], xerr=[r[err] for r in rows], color="#4c72b0", alpha=0.85)
         ax.set_yticks(list(ys), [f"{r['label']} ({r['trainable_pct']:.1f}%)" for r in rows])
         ax.invert_yaxis()
-        lo = min(r["mean"] - r["std"] for r in rows)
-        ax.set_xlim(max(0.0, lo - 0.03), min(1.0, max(r["mean"] + r["std"] for r in rows) + 0.02))
-        ax.set_xlabel("test accuracy, mean ± std over seeds")
+        lo = min(r[val] - r[err] for r in rows)
+        ax.set_xlim(max(0.0, lo - 0.03), min(1.0, max(r[val] + r[err] for r in rows) + 0.02))
+        ax.set_xlabel(f"test {'macro-F1' if minority else 'accuracy'}, mean ± std over seeds")
         ax.set_title(study["title"])
         fig.tight_layout()
         fig.savefig(RESULTS / f"methods_{study_name}.png", dpi=120)

@@ -5,6 +5,7 @@
     python bench/train_bench.py --dataset bbc_news --max-length 256 --train-size 400 --repeats 1   # long text
     python bench/train_bench.py --size base --train-size 200 --repeats 1    # BERT-base-sized, random init
     TK_PRECISION=bf16 python bench/train_bench.py --variants transferkit   # transferkit with bf16 autocast
+    python bench/train_bench.py --lora 8 --lr 5e-4 --variants hf_best,transferkit --epochs 3   # LoRA: peft vs us
 
 Variants (each in its own process, so peak RSS is its own):
   hf_example   Trainer as the example scripts run it: padding to max length 128, random batches
@@ -12,9 +13,12 @@ Variants (each in its own process, so peak RSS is its own):
   transferkit  transferkit's fit(): length-grouped batches over the whole epoch, dynamic padding
 
 All variants: the packaged MiniLM-L6 (or, with --size base, a BERT-base-sized model built from its config,
-randomly initialised, with MiniLM's tokenizer) with transformers' [CLS]+pooler head, lr 5e-5, linear schedule,
+randomly initialised, with MiniLM's tokenizer) with transformers' [CLS]+pooler head, lr 5e-5 (--lr), linear schedule,
 batch 32, the same stratified training subset of the dataset, the same seeds; test accuracy is computed for
-every variant with the same inference code on the de-duplicated test split.
+every variant with the same inference code on the de-duplicated test split. With --lora R, every variant trains
+LoRA adapters of rank R (alpha 2R, dropout 0.1) on every Linear layer of the encoder with the head trained in
+full: the Trainer through peft's get_peft_model (task_type SEQ_CLS, target_modules "all-linear", which saves the
+classifier), transferkit through its `lora` method with the same settings.
 Reported: samples/s, real (non-pad) tokens/s, padding fraction, useful FLOP/s as a fraction of this
 machine's measured peak fp32 matmul rate, peak RSS, test accuracy; medians over repeats; ratios.
 """
@@ -35,6 +39,8 @@ from pathlib import Path
 
 VARIANTS = ("hf_example", "hf_best", "transferkit")
 MAX_LEN = 128  # --max-length sets it in the workers
+LORA = 0  # --lora sets it in the workers
+LR = 5e-5  # --lr sets it in the workers
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -116,9 +122,14 @@ def worker_hf(variant: str, train, test, epochs: float, seed: int, size: str | N
         model = AutoModelForSequenceClassification.from_config(model_config(size, len(names)))
     else:
         model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=len(names))
+    if LORA:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=LORA, lora_alpha=2 * LORA,
+                                                 lora_dropout=0.1, target_modules="all-linear"))
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=32, num_train_epochs=epochs, learning_rate=5e-5,
+            output_dir=out, per_device_train_batch_size=32, num_train_epochs=epochs, learning_rate=LR,
             seed=seed, save_strategy="no", eval_strategy="no", report_to="none", logging_strategy="no",
             disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
             train_sampling_strategy="random" if example else "group_by_length")
@@ -129,9 +140,11 @@ def worker_hf(variant: str, train, test, epochs: float, seed: int, size: str | N
     seconds = res.metrics["train_runtime"]
     real = [sum(1 for t in ids if t != tok.pad_token_id) for ids in ds["input_ids"]]
     samples = len(ds) * epochs
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"seconds": seconds, "samples": samples, "real_tokens": float(np.mean(real)) * samples,
             "padding_fraction": (1 - float(np.mean(real)) / MAX_LEN) if example else pad,
-            "test_accuracy": test_accuracy(model, tok, test, names), "mean_real_len": float(np.mean(real))}
+            "test_accuracy": test_accuracy(model, tok, test, names), "mean_real_len": float(np.mean(real)),
+            "trainable_params": trainable}
 
 
 def padding_fraction_hf(trainer, ds) -> float:
@@ -171,25 +184,35 @@ def worker_transferkit(train, test, epochs: float, seed: int, size: str | None) 
         model.config.label2id = {label: i for i, label in enumerate(task.labels)}
     else:
         model = task.build_model(ref, init="pretrained", size=None, dropout=None, tokenizer=tok)
+    methods = None
+    if LORA:
+        from transferkit.methods.lora import LoRAConfig
+        from transferkit.methods.stack import MethodStack
+
+        methods = MethodStack.from_config({"lora": LoRAConfig(r=LORA, alpha=2 * LORA, dropout=0.1,
+                                                              target_modules="all-linear")})
+        model = methods.prepare_model(model, task=task)
     # the Trainer's defaults where the two differ: no warm-up, no weight decay
     cfg = TrainConfig.model_validate({"epochs": epochs, "batch_size": 32, "seed": seed,
-                                      "optimizer": {"lr": 5e-5, "weight_decay": 0.0},
+                                      "optimizer": {"lr": LR, "weight_decay": 0.0},
                                       "schedule": {"warmup_ratio": 0.0}, "eval_every": 10**9,
                                       "checkpoint_every": 10**9, "precision": os.environ.get("TK_PRECISION", "auto")})
     val = task.encode(tok, test.subset(list(range(64)), "validation"))  # the loop's final evaluation: tiny
     with tempfile.TemporaryDirectory() as out:
-        res = fit(task, model, enc, val, cfg, EarlyStoppingConfig(enabled=False), Path(out), progress=False)
+        res = fit(task, model, enc, val, cfg, EarlyStoppingConfig(enabled=False), Path(out), progress=False,
+                  methods=methods)
     batches = epoch_batches(enc.lengths, 32, seed=seed, epoch=0)
     real = sum(enc.lengths)
     padded = sum(max(enc.lengths[i] for i in b) * len(b) for b in batches)
     return {"seconds": res.train_seconds, "samples": res.examples_seen, "real_tokens": res.tokens_seen,
             "padding_fraction": 1 - real / padded, "test_accuracy": test_accuracy(model, tok, test, task.labels),
-            "mean_real_len": float(np.mean(enc.lengths))}
+            "mean_real_len": float(np.mean(enc.lengths)),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 def run_worker(a) -> dict:
-    global MAX_LEN
-    MAX_LEN = a.max_length
+    global MAX_LEN, LORA, LR
+    MAX_LEN, LORA, LR = a.max_length, a.lora, a.lr
     train, test = load_data(a.train_size, a.dataset)
     if a.test_size and a.test_size < len(test):
         test = test.subset(list(range(a.test_size)), "test")
@@ -213,6 +236,8 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128, help="tokens; hf_example pads every text to it")
     p.add_argument("--size", choices=["base"], help="a BERT of this size from its config, randomly initialised")
     p.add_argument("--test-size", type=int, default=0, help="cap the test split (0 = all)")
+    p.add_argument("--lora", type=int, default=0, help="train LoRA adapters of this rank (0: full fine-tuning)")
+    p.add_argument("--lr", type=float, default=5e-5, help="learning rate")
     p.add_argument("--out", default="bench/results")
     p.add_argument("--name", help="results file stem; default train, or train_<dataset>_<max-length>[_<size>]")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -228,12 +253,15 @@ def main() -> None:
     config = model_config(a.size, 2)
     default = a.dataset == "rotten_tomatoes" and a.max_length == 128 and not a.size
     name = a.name or ("train" if default else f"train_{a.dataset}_{a.max_length}" + (f"_{a.size}" if a.size else ""))
+    if a.lora and not a.name:
+        name += f"_lora{a.lora}"
     runs: dict[str, list[dict]] = {}
     for variant in a.variants.split(","):
         for r in range(a.repeats):
             cmd = [sys.executable, __file__, "--worker", variant, "--train-size", str(a.train_size),
                    "--epochs", str(a.epochs), "--seed", str(42 + r), "--dataset", a.dataset,
-                   "--max-length", str(a.max_length), "--test-size", str(a.test_size)] + (
+                   "--max-length", str(a.max_length), "--test-size", str(a.test_size), "--lora", str(a.lora),
+                   "--lr", str(a.lr)] + (
                    ["--size", a.size] if a.size else [])
             done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
@@ -250,7 +278,7 @@ def main() -> None:
                   f"padding {res['padding_fraction']:.0%}, RSS {res['peak_rss_mb']:.0f} MB, "
                   f"test acc {res['test_accuracy']:.4f}", flush=True)
     keys = ("samples_per_s", "real_tokens_per_s", "useful_flops_fraction", "padding_fraction",
-            "peak_rss_mb", "test_accuracy")
+            "peak_rss_mb", "test_accuracy", "trainable_params")
     summary = {v: {k: statistics.median(r[k] for r in rs) for k in keys} for v, rs in runs.items()}
     if "transferkit" in summary:
         for peer in ("hf_example", "hf_best"):
@@ -262,7 +290,9 @@ def main() -> None:
               "peak_matmul_gflops": peak,
               "settings": {"dataset": a.dataset, "max_length": a.max_length, "model": a.size or "minilm",
                            "train_size": a.train_size, "test_size": a.test_size or "all", "epochs": a.epochs,
-                           "repeats": a.repeats, "batch_size": 32, "lr": 5e-5},
+                           "repeats": a.repeats, "batch_size": 32, "lr": a.lr,
+                           "lora": {"r": a.lora, "alpha": 2 * a.lora, "dropout": 0.1, "targets": "all-linear"}
+                           if a.lora else None},
               "variants": summary, "runs": runs}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -278,17 +308,21 @@ def write_table_and_plot(result: dict, out: Path, stem: str = "train") -> None:
     import matplotlib.pyplot as plt
 
     v = result["variants"]
-    rows = ["| variant | samples/s | real tokens/s | padding | useful FLOP/s of peak | peak RSS MB | test acc |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| variant | samples/s | real tokens/s | padding | useful FLOP/s of peak | peak RSS MB | test acc | trained params |",
+            "|---|---|---|---|---|---|---|---|"]
     for name, s in v.items():
+        trained = f"{s['trainable_params']:,.0f}" if "trainable_params" in s else ""
         rows.append(f"| {name} | {s['samples_per_s']:.1f} | {s['real_tokens_per_s']:.0f} | "
                     f"{s['padding_fraction']:.0%} | {s['useful_flops_fraction']:.0%} | {s['peak_rss_mb']:.0f} | "
-                    f"{s['test_accuracy']:.4f} |")
+                    f"{s['test_accuracy']:.4f} | {trained} |")
     tk = v.get("transferkit", {})
     ratios = [f"transferkit vs {k[11:]}: {x:.2f}x" for k, x in tk.items() if k.startswith("speedup_vs_")]
     st = result["settings"]
     model = "MiniLM-L6" if st.get("model", "minilm") == "minilm" else f"BERT-{st['model']} (random init)"
-    text = (f"{model} on {st.get('dataset', 'rotten_tomatoes')}, max length {st.get('max_length', 128)}. "
+    lora = st.get("lora")
+    how = (f"LoRA r={lora['r']} (alpha {lora['alpha']}, dropout {lora['dropout']}, all Linear layers of the encoder, "
+           f"head trained), lr {st['lr']:g}" if lora else f"full fine-tuning, lr {st.get('lr', 5e-5):g}")
+    text = (f"{model} on {st.get('dataset', 'rotten_tomatoes')}, max length {st.get('max_length', 128)}, {how}. "
             f"Medians of {st['repeats']} runs; {st['train_size'] or 'all'} training examples x {st['epochs']} "
             f"epochs; peak fp32 matmul {result['peak_matmul_gflops']:.0f} GFLOP/s.\n\n" + "\n".join(rows)
             + "\n\n" + "; ".join(ratios) + "\n")

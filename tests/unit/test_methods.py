@@ -225,3 +225,15 @@ def test_gradual_unfreezing_flips_requires_grad_at_the_configured_steps(tiny_mod
     assert summary["train"]["trainable_params"] == 66 + 32 * 32 + 32  # head and pooler at the start
     with pytest.raises(ConfigError, match="gradual_unfreezing and lora cannot be combined"):
         load_config(raw={**BASE, "methods": {"gradual_unfreezing": {}, "lora": {}}})
+
+
+def test_every_built_in_method_is_documented_and_explained():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs/methods.md").read_text(encoding="utf-8")
+    for name in registry.BUILTIN:
+        assert f"| `{name}` |" in doc, f"docs/methods.md has no row for {name}"
+        cls = registry.config_class(name)
+        assert cls.summary, name
+        for field, info in cls.model_fields.items():  # every field described (config explain shows it)
+            assert info.description, f"{name}.{field} has no description"

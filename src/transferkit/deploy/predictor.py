@@ -65,7 +65,10 @@ def _with_adapter(head_cls: Any, model_dir: Path, adapter: Path) -> torch.nn.Mod
         merged = "" if (model_dir / UNMERGED).is_file() else f"; '{model_dir}' holds the same model merged, which does not"
         raise ModelError(f"'{adapter}' is a peft adapter: loading it needs peft (pip install peft){merged}.") from None
     base_ref = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
-    base = head_cls.from_pretrained(base_ref, config=AutoConfig.from_pretrained(model_dir))
+    config = AutoConfig.from_pretrained(model_dir)
+    # a vocabulary the task extended (relation markers): the adapter holds the resized embedding matrix
+    resized = AutoConfig.from_pretrained(base_ref).vocab_size != config.vocab_size
+    base = head_cls.from_pretrained(base_ref, config=config, ignore_mismatched_sizes=resized)
     return PeftModel.from_pretrained(base, adapter).eval()
 
 

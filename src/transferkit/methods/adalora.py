@@ -13,7 +13,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from transferkit.methods.base import MethodConfig, StepContext
 from transferkit.methods.lora import lora_targets
-from transferkit.methods.peft_common import PEFT_METHODS, PeftMethod
+from transferkit.methods.peft_common import PEFT_METHODS, PeftMethod, peft_model_of
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ _ADAPTER = "default"  # peft's adapter name (one adapter per run)
 
 
 def _peft(model: Any) -> Any:
-    return getattr(model, "module", model)  # DDP
+    return peft_model_of(model)
 
 
 class AdaLoRA(PeftMethod):

@@ -43,6 +43,9 @@ class LoRA(PeftMethod):
 
         cfg: LoRAConfig = self.cfg  # type: ignore[assignment]
         alpha: Any = cfg.alpha  # peft annotates an int; a float scale works the same
+        extra: dict[str, Any] = {}
+        if self._new_tokens:  # tokens the task added (relation markers) train as rows of the embedding
+            extra["trainable_token_indices"] = {"word_embeddings": self._new_tokens}
         return LoraConfig(r=cfg.r, lora_alpha=alpha, lora_dropout=cfg.dropout,
                           target_modules=lora_targets(self.name, model, cfg.target_modules), bias=cfg.bias,
-                          modules_to_save=head)
+                          modules_to_save=head, **extra)

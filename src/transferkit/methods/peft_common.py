@@ -33,6 +33,38 @@ def head_modules(model: Any) -> list[str]:
             if name != prefix and any(True for _ in child.parameters())]
 
 
+def is_mlm_wrapper(model: Any) -> bool:
+    """The pretraining task's wrapper (tasks/mlm.py): an nn.Module holding the transformers MLM as `lm`."""
+    return hasattr(model, "lm") and not hasattr(model, "base_model_prefix")
+
+
+def mlm_head_modules(lm: Any) -> list[str]:
+    """In MLM pretraining the head's transform (dense + LayerNorm) trains in full; its decoder is tied to the
+    word embeddings (vocabulary x hidden), which would make the adapter as large as the model."""
+    names = {n for n, _ in lm.named_modules()}
+    return [n for n in ("cls.predictions.transform",) if n in names]
+
+
+def new_token_ids(model: Any) -> list[int]:
+    """Rows of the input embedding that the base checkpoint does not have (tokens a task added, e.g. the
+    relation markers): they start from an initialisation, not from pretraining, so the adapters train them."""
+    from transformers import AutoConfig
+
+    ref = getattr(model.config, "_name_or_path", "")
+    try:
+        base = AutoConfig.from_pretrained(ref).vocab_size if ref else None
+    except (OSError, ValueError):
+        return []
+    rows = model.get_input_embeddings().num_embeddings
+    return list(range(base, rows)) if base and rows > base else []
+
+
+def peft_model_of(model: Any) -> Any:
+    """The PeftModel inside what the loop holds (DDP wrapper, MLM wrapper)."""
+    model = getattr(model, "module", model)
+    return model.lm if is_mlm_wrapper(model) else model
+
+
 def encoder_linear_names(model: Any) -> list[str]:
     from torch import nn
 
@@ -57,23 +89,31 @@ class PeftMethod(Method):
 
     order = MODEL
     mergeable: ClassVar[bool] = True
+    #: embedding rows the base checkpoint lacks (set when the model is wrapped)
+    _new_tokens: list[int] = []
 
     def peft_config(self, model: Any, task: Any, head: list[str]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def prepare_model(self, model: Any, *, task: Any) -> Any:
+        if is_mlm_wrapper(model):  # MLM pretraining: adapt the language model inside the task's wrapper
+            model.lm = self._wrap(model.lm, task, mlm_head_modules(model.lm))
+            return model
+        return self._wrap(model, task, head_modules(model))
+
+    def _wrap(self, model: Any, task: Any, head: list[str]) -> Any:
         from peft import get_peft_model
 
         from transferkit.errors import ConfigError
 
-        head = head_modules(model)
+        self._new_tokens = new_token_ids(model)
         try:
             wrapped = get_peft_model(model, self.peft_config(model, task, head))
         except (ValueError, KeyError) as e:  # e.g. no default target modules for this architecture
             raise ConfigError([f"methods -> {self.name}: peft cannot wrap this model: {e}"]) from None
         trainable, total = wrapped.get_nb_trainable_parameters()
-        log.info("%s: %s of %s parameters trainable (%.2f%%), head trained in full: %s", self.name,
-                 f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1), ", ".join(head))
+        log.info("%s: %s of %s parameters trainable (%.2f%%), trained in full: %s", self.name,
+                 f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1), ", ".join(head) or "nothing")
         return wrapped
 
     def export(self, model: Any, *, run_dir: Any, forward: Any) -> Any:
@@ -82,7 +122,9 @@ class PeftMethod(Method):
         from transferkit.errors import TransferkitError
 
         out = Path(run_dir) / ADAPTER
-        model.save_pretrained(out)  # adapter weights + the head (modules_to_save) + adapter_config.json
+        # adapter weights + the head (modules_to_save) + adapter_config.json; with tokens added to the vocabulary
+        # (relation markers) also the resized embedding matrix, so that base + adapter rebuilds the same model
+        model.save_pretrained(out, save_embedding_layers=bool(self._new_tokens))
         if not self.mergeable:
             log.info("%s: adapter saved to %s (not mergeable: model/ holds no weights; predict loads the adapter)",
                      self.name, out)

@@ -160,9 +160,14 @@ def _train_and_ship(cfg: PretrainConfig, task: Any, model: Any, tokenizer: Any, 
     if not main:
         return {}
 
-    # 4. Ship: a transformers MLM folder.
+    # 4. Ship: a transformers MLM folder (a method may write its own files and ship another model: the LoRA
+    # adapter, and the merged model in model/).
     out = run_dir / "model"
-    model.lm.save_pretrained(out, safe_serialization=True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    sample = task.collate([held.features[i] for i in range(min(8, len(held)))])
+    sample = {k: v.to(acc.device) for k, v in sample.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    lm = methods.export(model.lm, run_dir=run_dir, forward=lambda m: m(**sample).logits)
+    lm.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     per_batch = max(1, cfg.train.batch_size // cfg.train.grad_accum)
     pad = padding_fraction(train, epoch_batches(train.lengths, per_batch, seed=cfg.train.seed, epoch=0,
@@ -170,7 +175,8 @@ def _train_and_ship(cfg: PretrainConfig, task: Any, model: Any, tokenizer: Any, 
     summary = {
         "name": cfg.name, "task": "pretrain", "objective": task.describe(),
         "model": {"init": cfg.model.init, "path": cfg.model.path, "size": cfg.model.size if cfg.model.init ==
-                  "scratch" else None, "parameters": sum(p.numel() for p in model.lm.parameters()),
+                  "scratch" else None, "parameters": sum(p.numel() for p in lm.parameters()),
+                  "trainable": trainable,
                   "vocab_size": len(tokenizer), "max_length": cfg.model.max_length},
         "corpus": {**corpus.stats, "train_sequences": len(train), "heldout_sequences": len(held),
                    "train_tokens": sum(train.lengths)},

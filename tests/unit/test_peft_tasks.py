@@ -1,0 +1,100 @@
+"""The peft methods on every task: NER, relations and QA fine-tuning and MLM pretraining train adapters plus
+the task head, save `adapter/` and a merged `model/` that agree within 1e-5, and predict loads the result."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from transferkit.config import load_config, load_pretrain_config
+from transferkit.recipes import finetune, pretrain
+
+from conftest import sentence, tiny_config, write_jsonl
+
+ORGS, PEOPLE = ["Acme", "Globex", "Initech"], ["Carla", "Tomas", "Sofia"]
+
+
+def _ner_rows(n):
+    rng = random.Random(1)
+    rows = []
+    for _ in range(n):
+        p, o = rng.choice(PEOPLE), rng.choice(ORGS)
+        text = f"{p} joined {o} today"
+        rows.append({"text": text, "entities": [{"start": 0, "end": len(p), "label": "PER"},
+                                                {"start": text.index(o), "end": text.index(o) + len(o), "label": "ORG"}]})
+    return rows
+
+
+def _re_rows(n):
+    rng = random.Random(2)
+    rows = []
+    for i in range(n):
+        p, o = rng.choice(PEOPLE), rng.choice(ORGS)
+        verb = "works for" if i % 2 == 0 else "met"
+        text = f"the note says {p} {verb} {o} today"
+        ps, os_ = text.index(p), text.index(o)
+        rows.append({"text": text, "head": {"start": ps, "end": ps + len(p), "type": "PER"},
+                     "tail": {"start": os_, "end": os_ + len(o), "type": "ORG"},
+                     "label": "per:employee_of" if verb == "works for" else "no_relation"})
+    return rows
+
+
+def _qa_rows(n):
+    rng = random.Random(3)
+    rows = []
+    for i in range(n):
+        p, o = rng.choice(PEOPLE), rng.choice(ORGS)
+        c = f"{p} founded {o} in the spring."
+        rows.append({"id": str(i), "question": f"Who founded {o}?", "context": c,
+                     "answers": [{"text": p, "answer_start": 0}]})
+    return rows
+
+
+TASKS = {"token_classification": _ner_rows, "relation_extraction": _re_rows, "question_answering": _qa_rows}
+
+
+@pytest.mark.parametrize("method,settings", [("lora", {"r": 2}), ("ia3", {}), ("adalora", {"init_r": 4, "target_r": 2})])
+@pytest.mark.parametrize("task", list(TASKS))
+def test_peft_methods_on_every_finetuning_task(tiny_model, tmp_path, task, method, settings):
+    from transferkit.deploy.predictor import Predictor
+
+    data = write_jsonl(tmp_path / "d.jsonl", TASKS[task](80))
+    raw = tiny_config(tiny_model, data, tmp_path, name="run", task={"type": task}, methods={method: settings},
+                      train={"max_steps": 6, "eval_every": 3, "optimizer": {"lr": 1e-2}})
+    summary = finetune.run(load_config(raw=raw), progress=False)
+    assert 0 < summary["train"]["trainable_fraction"] < 0.5
+    assert (tmp_path / "run/adapter/adapter_config.json").is_file()
+    assert json.loads((tmp_path / "run/adapter/merge_check.json").read_text())["max_abs_difference"] <= 1e-5
+    assert (tmp_path / "run/model/model.safetensors").is_file()
+    pred = Predictor.load(tmp_path / "run")
+    assert not hasattr(pred.model, "peft_config")  # the merged model, plain transformers
+    example = {"token_classification": "Carla joined Acme today",
+               "relation_extraction": {"text": "the note says <e1>Carla</e1> works for <e2>Acme</e2> today"},
+               "question_answering": {"question": "Who founded Acme?", "context": "Carla founded Acme in the spring."}}[task]
+    assert len(pred.predict([example])) == 1
+    a = Predictor.load(tmp_path / "run/adapter").predict([example])  # base + adapter: the same prediction
+    assert a == pred.predict([example]) or json.dumps(a)[:40] == json.dumps(pred.predict([example]))[:40]
+
+
+def test_lora_in_mlm_pretraining(tiny_model, tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    rng = random.Random(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(" ".join(sentence(rng, "positive") for _ in range(3)) for _ in range(120)))
+    cfg = load_pretrain_config(raw={
+        "name": "pt", "model": {"init": "pretrained", "path": str(tiny_model), "max_length": 32},
+        "corpus": {"sources": [str(corpus)], "heldout": 0.1}, "methods": {"lora": {"r": 2, "dropout": 0.0}},
+        "train": {"max_steps": 8, "batch_size": 8, "optimizer": {"lr": 1e-2}, "eval_every": 4, "log_every": 4},
+        "output": {"dir": str(tmp_path / "{name}")}})
+    s = pretrain.run(cfg, progress=False)
+    # adapters on q and v (2 layers x 2 x (2 x 32 + 32 x 2)) + the MLM head's transform (32 x 32 + 32, LayerNorm 64)
+    assert s["model"]["trainable"] == 2 * 2 * 128 + 32 * 32 + 32 + 64
+    assert (tmp_path / "pt/adapter/adapter_config.json").is_file()
+    assert json.loads((tmp_path / "pt/adapter/merge_check.json").read_text())["max_abs_difference"] <= 1e-5
+    merged = AutoModelForMaskedLM.from_pretrained(tmp_path / "pt/model").eval()
+    assert not any("lora" in k for k in merged.state_dict())
+    assert s["heldout_after"]["mlm_loss"] < s["heldout_before"]["mlm_loss"]
+    with torch.no_grad():
+        assert merged(input_ids=torch.tensor([[2, 10, 11, 3]])).logits.shape[-1] == s["model"]["vocab_size"]
