@@ -74,6 +74,17 @@ STUDIES: dict[str, dict] = {
 }
 
 
+STUDIES["rtall"] = {
+    "title": "Rotten Tomatoes, all 10,200 training labels",
+    "base": ["train.batch_size=32", "train.epochs=3", "early_stopping.patience=2", "compare.linear_probe=false"],
+    "seeds": [1, 2, 3],
+    "variants": {
+        "full": {"label": "full fine-tuning", "grid": {LR: [3e-5, 5e-5, 1e-4]}},
+        "lora": {"label": "LoRA r=8 (all linear)",
+                 "set": ["methods.lora.r=8", "methods.lora.target_modules=all-linear"], "grid": {LR: [5e-4, 1e-3]}},
+    },
+}
+
 IMBALANCED = WORK / "rt_imbalanced.csv"
 STUDIES["rt_imbalanced"] = {
     "title": "Rotten Tomatoes with positives cut to 1:9 (2,000 training labels)",

@@ -131,8 +131,11 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
     result = fit(task, model, train, val, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
                  resume=resume, progress=progress, label="fine-tuning", methods=methods)
     model = acc.unwrap_model(model)
-    methods.after_training(model=model, task=task, val=val, infer=lambda m, enc: predictions(
-        task, enc, infer(task, m, enc, device=acc.device, accelerator=acc)[0]))
+
+    def scores_of(m: Any, enc: Any) -> Any:
+        return predictions(task, enc, infer(task, m, enc, device=acc.device, accelerator=acc)[0])
+
+    methods.after_training(model=model, task=task, val=val, infer=scores_of)
     test_metrics, _ = evaluate(task, model, test, device=acc.device, accelerator=acc, batch_size=64)
     transfer["fine_tuned"] = test_metrics
 
@@ -140,10 +143,16 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         log.info("training the same architecture from scratch on the same data and budget...")
         scratch_methods = MethodStack.from_config(cfg.methods)  # the same methods, their own state
         scratch_model, _, _ = _build_model(cfg, task, ref, tokenizer, "scratch", scratch_methods)
+        tuned = getattr(task, "threshold", None)  # the fine-tuned model's decision rule: the scratch model
+        if tuned is not None:  # trains with argmax and gets its own
+            task.threshold = None
         fit(task, scratch_model, train, val, cfg.train, cfg.early_stopping, run_dir / "scratch",
             accelerator=acc, resume=resume, progress=progress, label="training from scratch",
             methods=scratch_methods)
+        scratch_methods.after_training(model=scratch_model, task=task, val=val, infer=scores_of)
         transfer["scratch"] = evaluate(task, scratch_model, test, device=acc.device, accelerator=acc)[0]
+        if tuned is not None:
+            task.threshold = tuned
 
     if not main:
         return {}
