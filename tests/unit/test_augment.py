@@ -169,6 +169,23 @@ def test_back_translation_is_a_hook(tmp_path):
         TRANSLATORS.pop("reverse")
 
 
+def test_augmenters_each_copy_the_originals_only(tmp_path):
+    from transferkit.methods.back_translation import TRANSLATORS, register_translator
+
+    register_translator("shout")(lambda texts, seed, copy: [t.upper() for t in texts])
+    try:
+        stack = _stack({"eda": {"copies": 2, "synonyms": str(_table(tmp_path))},
+                        "back_translation": {"translator": "shout"}})
+        out = stack.train_examples(_examples(["a great film", "a dull film"]), seed=0)
+        report = {m["method"]: m for m in stack.describe()}
+        assert report["back_translation"]["original"] == 2 and report["back_translation"]["added"] == 2
+        assert report["eda"]["original"] == 2
+        assert len(out) == 2 + report["eda"]["added"] + 2  # not the copies of copies
+        assert [t for t in out.texts if t.isupper()] == ["A GREAT FILM", "A DULL FILM"]  # EDA never saw them
+    finally:
+        TRANSLATORS.pop("shout")
+
+
 def test_augmentation_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="methods -> eda: every operation has rate 0"):
         load_config(raw={"data": {"source": "x"}, "methods": {"eda": {"synonym_replacement": 0, "random_insertion": 0,

@@ -57,6 +57,12 @@ def test_loss_is_torch_cross_entropy_where_they_coincide():
     assert float(spec_loss(tok, LABELS.view(2, 2), LossSpec(gamma=2.0))) == pytest.approx(_hand(gamma=2.0), rel=1e-6)
 
 
+def test_focal_loss_gradients_stay_finite_for_confident_examples():
+    logits = torch.tensor([[40.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    spec_loss(logits, torch.tensor([0, 1]), LossSpec(gamma=0.5)).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 def test_class_counts_and_inverse_frequency():
     assert class_counts([{"labels": 0}] * 90 + [{"labels": 1}] * 10, 2) == [90, 10]
     assert class_counts([{"labels": [0, -100, 2, 2]}, {"labels": [1]}], 4) == [1, 1, 2, 0]
@@ -134,6 +140,14 @@ def test_imbalance_config_errors(tiny_model, tmp_path):
         load_config(raw={**base, "task": {"labels": ["a", "b", "c"]}, "methods": {"threshold_tuning": {}}})
     with pytest.raises(ConfigError, match=r"methods -> class_weights -> weights: \['pos'\] are not among task.labels"):
         load_config(raw={**base, "task": {"labels": ["neg", "posi"]}, "methods": {"class_weights": {"weights": {"pos": 2}}}})
+    with pytest.raises(ConfigError, match="methods: balanced_sampler and class_weights cannot be combined"):
+        load_config(raw={**base, "methods": {"balanced_sampler": {}, "class_weights": {}}})
+    with pytest.raises(ConfigError, match="balanced_sampler and focal_loss with alpha: inverse_frequency"):
+        load_config(raw={**base, "methods": {"balanced_sampler": {}, "focal_loss": {"alpha": "inverse_frequency"}}})
+    from transferkit.config import load_pretrain_config
+
+    with pytest.raises(ConfigError, match="methods -> focal_loss: works for .* not for pretrain"):
+        load_pretrain_config(raw={"corpus": {"sources": ["x"]}, "methods": {"focal_loss": {}}})
     with pytest.raises(ConfigError, match="methods -> balanced_sampler: works for text_classification, "
                                           "relation_extraction, not for token_classification"):
         load_config(raw={**base, "task": {"type": "token_classification"}, "methods": {"balanced_sampler": {}}})

@@ -12,6 +12,7 @@ import torch
 from transferkit.data.sources import Examples
 from transferkit.errors import ModelError
 from transferkit.evaluation.evaluate import infer, predictions
+from transferkit.methods.peft_common import ADAPTER, UNMERGED
 
 def model_dir_of(path: str | Path) -> Path:
     p = Path(path)
@@ -27,10 +28,6 @@ def model_dir_of(path: str | Path) -> Path:
     raise ModelError(f"'{p}' is neither a run folder (with model/) nor a model folder with task.json.")
 
 
-#: in a model folder without weights (an adapter that cannot be merged, e.g. prompt tuning): where the adapter is
-UNMERGED = "adapter.json"
-
-
 def save_model(model: torch.nn.Module, tokenizer: Any, task: Any, out: Path) -> Path:
     """A model folder: weights + config (or, for a peft model that could not be merged, the config and a
     pointer to the run's adapter/ instead of weights), tokenizer, task.json."""
@@ -38,7 +35,7 @@ def save_model(model: torch.nn.Module, tokenizer: Any, task: Any, out: Path) -> 
     if hasattr(model, "peft_config"):
         model.get_base_model().config.save_pretrained(out)  # type: ignore[operator]
         (out / UNMERGED).write_text(json.dumps({
-            "adapter": "../adapter", "why": "this method's update cannot be merged into the weights; load the base "
+            "adapter": f"../{ADAPTER}", "why": "this method's update cannot be merged into the weights; load the base "
             "checkpoint with the adapter (transferkit predict does)"}, indent=2))
     else:
         model.save_pretrained(out, safe_serialization=True)  # type: ignore[operator]
@@ -66,9 +63,8 @@ def _with_adapter(head_cls: Any, model_dir: Path, adapter: Path) -> torch.nn.Mod
         raise ModelError(f"'{adapter}' is a peft adapter: loading it needs peft (pip install peft){merged}.") from None
     base_ref = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
     config = AutoConfig.from_pretrained(model_dir)
-    # a vocabulary the task extended (relation markers): the adapter holds the resized embedding matrix
-    resized = AutoConfig.from_pretrained(base_ref).vocab_size != config.vocab_size
-    base = head_cls.from_pretrained(base_ref, config=config, ignore_mismatched_sizes=resized)
+    # what may differ from the base checkpoint (the head, a vocabulary the task extended) is in the adapter
+    base = head_cls.from_pretrained(base_ref, config=config, ignore_mismatched_sizes=True)
     return PeftModel.from_pretrained(base, adapter).eval()
 
 

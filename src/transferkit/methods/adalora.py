@@ -59,10 +59,6 @@ class AdaLoRAConfig(MethodConfig):
 _ADAPTER = "default"  # peft's adapter name (one adapter per run)
 
 
-def _peft(model: Any) -> Any:
-    return peft_model_of(model)
-
-
 class AdaLoRA(PeftMethod):
     Config = AdaLoRAConfig
 
@@ -72,13 +68,16 @@ class AdaLoRA(PeftMethod):
         cfg: AdaLoRAConfig = self.cfg  # type: ignore[assignment]
         alpha: Any = cfg.alpha
         # total_step is a placeholder until on_train_start (peft checks it at construction)
-        return AdaLoraConfig(init_r=cfg.init_r, target_r=cfg.target_r, lora_alpha=alpha, lora_dropout=cfg.dropout,
+        extra: dict[str, Any] = {}
+        if self._new_tokens:  # tokens the task added (relation markers) train as rows of the embedding
+            extra["trainable_token_indices"] = {"word_embeddings": self._new_tokens}
+        return AdaLoraConfig(**extra, init_r=cfg.init_r, target_r=cfg.target_r, lora_alpha=alpha, lora_dropout=cfg.dropout,
                              target_modules=lora_targets(self.name, model, cfg.target_modules),
                              modules_to_save=head, total_step=1000, tinit=0, tfinal=0, deltaT=cfg.every,
                              beta1=cfg.beta1, beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight)
 
     def _adapter_config(self, model: Any) -> Any:
-        m = _peft(model)
+        m = peft_model_of(model)
         return m.peft_config[m.active_adapter]
 
     def on_train_start(self, *, model: Any, total_steps: int, steps_per_epoch: int) -> None:
@@ -87,6 +86,12 @@ class AdaLoRA(PeftMethod):
         pc.total_step = total_steps
         pc.tinit = int(cfg.warmup_fraction * total_steps)
         pc.tfinal = int(cfg.final_fraction * total_steps)
+        # importance averages restored from a checkpoint load on the CPU: to the parameters' device
+        ra = peft_model_of(model).base_model.rankallocator
+        device = next(model.parameters()).device
+        for d in (ra.ipt, ra.exp_avg_ipt, ra.exp_avg_unc):
+            for k, v in d.items():
+                d[k] = v.to(device)
         log.info("AdaLoRA budget: %d steps; rank %d -> %d between steps %d and %d", total_steps, cfg.init_r,
                  cfg.target_r, pc.tinit, total_steps - pc.tfinal)
 
@@ -99,7 +104,7 @@ class AdaLoRA(PeftMethod):
 
     def on_step_end(self, *, step: int, model: Any, optimizer: Any) -> None:
         # the gradients of this step are still there (the loop clears them after this hook)
-        _peft(model).base_model.update_and_allocate(step)
+        peft_model_of(model).base_model.update_and_allocate(step)
 
     def prepare_model(self, model: Any, *, task: Any) -> Any:
         self._model = super().prepare_model(model, task=task)
@@ -109,7 +114,7 @@ class AdaLoRA(PeftMethod):
         """The best checkpoint may come from before the budget was fixed, with more ranks in use than the final
         rank pattern keeps: the pattern saved with the adapter (peft drops the ranks it masks) is made the
         one the restored weights actually use, so the saved adapter is exactly the model that was tested."""
-        inner = _peft(model).base_model.model
+        inner = peft_model_of(model).base_model.model
         pattern = {}
         for name, module in inner.named_modules():
             e = getattr(module, "lora_E", None)
@@ -119,12 +124,12 @@ class AdaLoRA(PeftMethod):
 
     # resumable state: the rank allocator's importance averages and the rank pattern once the budget is fixed
     def state_dict(self) -> dict[str, Any]:
-        ra = _peft(self._model).base_model.rankallocator
+        ra = peft_model_of(self._model).base_model.rankallocator
         return {"ipt": ra.ipt, "exp_avg_ipt": ra.exp_avg_ipt, "exp_avg_unc": ra.exp_avg_unc,
                 "rank_pattern": self._adapter_config(self._model).rank_pattern}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        ra = _peft(self._model).base_model.rankallocator
+        ra = peft_model_of(self._model).base_model.rankallocator
         ra.ipt, ra.exp_avg_ipt, ra.exp_avg_unc = state["ipt"], state["exp_avg_ipt"], state["exp_avg_unc"]
         self._adapter_config(self._model).rank_pattern = state["rank_pattern"]
 
@@ -134,7 +139,7 @@ def orthogonality(model: Any) -> Any:
     import torch
 
     terms = []
-    for n, p in _peft(model).named_parameters():
+    for n, p in peft_model_of(model).named_parameters():
         if ("lora_A" in n or "lora_B" in n) and p.requires_grad:
             cov = p @ p.T if "lora_A" in n else p.T @ p
             terms.append(torch.linalg.matrix_norm(cov - torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)))

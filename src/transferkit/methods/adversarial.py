@@ -180,9 +180,10 @@ class PGD(EmbeddingAttack):
                 if k == cfg.steps - 1:  # the last adversarial pass adds its gradients to the clean ones
                     hook.delta = delta.detach()
                     ctx.backward(ctx.forward_loss())
-                else:  # intermediate passes only find the direction: no parameter gradients
-                    hook.delta = delta.detach().requires_grad_(True)
-                    (g,) = torch.autograd.grad(ctx.forward_loss(), hook.delta)
+                else:  # intermediate passes only find the direction: no parameter gradients (and under DDP
+                    hook.delta = delta.detach().requires_grad_(True)  # no gradient reduction either)
+                    with ctx.no_sync():
+                        (g,) = torch.autograd.grad(ctx.forward_loss(), hook.delta)
         return loss
 
     def _on_weights(self, ctx: StepContext, inner: Any, cfg: PGDConfig) -> Any:

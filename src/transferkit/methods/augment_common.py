@@ -1,8 +1,8 @@
 """What the augmentation methods share: they see the training split only (the `train_examples` hook runs
 on it before encoding; validation and test never pass through), add `copies` new examples per training
 example with the original's label, drop copies that equal their original or an existing text, are seeded
-per (seed, example, copy) so the result does not depend on order or on the other methods, and report what
-they added."""
+per (seed, example, copy) so the result does not depend on order, each copies the original examples only
+(never another augmenter's copies), and they report what they added."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ class Augmenter(Method):
 
             raise ConfigError([f"methods -> {self.name}: the training data has text pairs; augmenting pairs is not "
                                "supported (augment single texts, or drop the method)"])
-        proposals = self.propose(list(examples.texts), seed)
+        # the originals only: with several augmenters each copies the training split, not the others' copies
+        n = int(examples.meta.get("originals", len(examples)))
+        proposals = self.propose(list(examples.texts[:n]), seed)
         seen = set(examples.texts)
         texts, labels, origin = list(examples.texts), list(examples.labels), list(examples.origin)
         by_op: dict[str, int] = {}
@@ -79,14 +81,14 @@ class Augmenter(Method):
                 origin.append(f"{examples.origin[i]} ({self.name} copy {k + 1}, {op})")
                 by_op[op] = by_op.get(op, 0) + 1
         added = len(texts) - len(examples)
-        self.report = {"original": len(examples), "added": added, "by_operation": dict(sorted(by_op.items())),
+        self.report = {"original": n, "added": added, "by_operation": dict(sorted(by_op.items())),
                        "dropped_duplicates": unchanged}
         import logging
 
-        logging.getLogger(__name__).info("%s: %d training examples + %d augmented (%s)", self.name, len(examples),
+        logging.getLogger(__name__).info("%s: %d training examples + %d augmented (%s)", self.name, n,
                                          added, ", ".join(f"{k} {v}" for k, v in sorted(by_op.items())))
-        return Examples(texts=texts, labels=labels, origin=origin, name=examples.name, meta=dict(examples.meta),
-                        stratify=examples.stratify)
+        return Examples(texts=texts, labels=labels, origin=origin, name=examples.name,
+                        meta={**examples.meta, "originals": n}, stratify=examples.stratify)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self.report}

@@ -16,12 +16,18 @@ class BalancedSamplerConfig(MethodConfig):
     method: ClassVar[str] = "balanced_sampler"
     summary: ClassVar[str] = "draw each epoch's examples with every class equally likely (with replacement)"
     tasks: ClassVar[tuple[str, ...]] = ("text_classification", "relation_extraction")
+    conflicts: ClassVar[tuple[str, ...]] = ("class_weights",)  # both correct the imbalance: it would count twice
 
     power: float = Field(1.0, ge=0.0, le=1.0, description="Sampling weight of an example is 1 / n_class^power: 1 "
                          "balances the classes fully, 0 is the natural distribution, 0.5 in between.")
 
     def cross_checks(self, run: Any) -> list[str]:
-        return single_label_check(self.method, run)
+        problems = single_label_check(self.method, run)
+        focal = run.methods.get("focal_loss")
+        if focal is not None and focal.alpha != "none":
+            problems.append("methods: balanced_sampler and focal_loss with alpha: inverse_frequency both correct the "
+                            "class imbalance (it would count twice); set focal_loss.alpha: none or drop the sampler")
+        return problems
 
 
 def balanced_epoch(labels: list[int], batch_size: int, *, seed: int, epoch: int, power: float = 1.0) -> list[list[int]]:

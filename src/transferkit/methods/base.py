@@ -49,12 +49,16 @@ class StepContext:
     share of its micro-batch (1.0 unless the batch is split into chunks): a loss term a method adds once per
     micro-batch is multiplied by it, as `forward_loss()` already is."""
 
-    __slots__ = ("model", "batch", "forward_loss", "backward", "step", "scale")
+    __slots__ = ("model", "batch", "forward_loss", "backward", "step", "scale", "no_sync")
 
     def __init__(self, model: nn.Module, batch: dict[str, torch.Tensor], forward_loss: Any, backward: Any,
-                 step: int, scale: float = 1.0) -> None:
+                 step: int, scale: float = 1.0, no_sync: Any = None) -> None:
+        import contextlib
+
         self.model, self.batch, self.forward_loss, self.backward, self.step = model, batch, forward_loss, backward, step
         self.scale = scale
+        #: a context for passes whose gradients must not be all-reduced under DDP (a no-op in one process)
+        self.no_sync = no_sync or contextlib.nullcontext
 
 
 class Method:

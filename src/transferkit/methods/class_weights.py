@@ -29,7 +29,7 @@ class ClassWeightsConfig(MethodConfig):
             bad = {k: v for k, v in self.weights.items() if v < 0}
             if bad:
                 problems.append(f"methods -> class_weights -> weights: weights must be >= 0, got {bad}")
-            known = run.task.labels
+            known = run.task.labels if run.task.type != "token_classification" else None  # NER: types, not tags
             if known:
                 unknown = sorted(set(self.weights) - set(known))
                 if unknown:

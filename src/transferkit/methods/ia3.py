@@ -48,6 +48,10 @@ class IA3(PeftMethod):
             kw["feedforward_modules"] = list(cfg.feedforward_modules)
         elif cfg.target_modules != "default":
             kw["feedforward_modules"] = []
+        if self._new_tokens:
+            raise ConfigError([f"methods -> ia3: the task added {len(self._new_tokens)} tokens to the vocabulary (entity "
+                               "markers) whose embeddings must train, and peft's IA3 cannot train embedding rows; "
+                               "use lora or adalora (they train them as trainable tokens)"])
         try:
             return PeftIA3Config(modules_to_save=head, **kw)
         except ValueError as e:

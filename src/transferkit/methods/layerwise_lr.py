@@ -38,7 +38,8 @@ class LayerwiseLR(Method):
 
     def param_groups(self, model: Any, groups: list[dict[str, Any]], *, lr: float) -> list[dict[str, Any]]:
         cfg: LayerwiseLRConfig = self.cfg  # type: ignore[assignment]
-        n_layers = int(getattr(model.config, "num_hidden_layers", 0))
+        config = getattr(getattr(model, "lm", model), "config", None)  # the pretraining task wraps the LM
+        n_layers = int(getattr(config, "num_hidden_layers", 0))
         names = {id(p): n for n, p in model.named_parameters()}
         out: list[dict[str, Any]] = []
         for group in groups:

@@ -10,8 +10,6 @@ from pydantic import Field
 from transferkit.methods.base import MethodConfig
 from transferkit.methods.peft_common import PEFT_METHODS, PeftMethod, check_targets, encoder_linear_names
 
-ADAPTER = "adapter"
-
 
 class LoRAConfig(MethodConfig):
     method: ClassVar[str] = "lora"

@@ -42,7 +42,8 @@ def spec_loss(logits: Any, labels: Any, spec: LossSpec) -> Any:
     if spec.smoothing:
         loss = loss - spec.smoothing / n_classes * logp.sum(dim=-1)
     if spec.gamma:
-        loss = loss * (1.0 - gold.exp()).clamp_min(0.0) ** spec.gamma
+        # 1 - p as -expm1(log p), floored: the gradient of x^gamma (gamma < 1) is infinite at x = 0
+        loss = loss * (-torch.expm1(gold)).clamp_min(1e-6) ** spec.gamma
     if spec.weight is None:
         return loss.mean() if len(loss) else logits.sum() * 0.0
     w = torch.as_tensor(spec.weight, dtype=loss.dtype, device=loss.device)[labels]

@@ -66,9 +66,18 @@ class MLMSubstitution(Augmenter):
         model, tok = load_mlm(cfg.model)
         special = set(tok.all_special_ids)
         vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
-        # candidates for a replacement: whole-word pieces only, so a replacement never splits a word
-        allowed = torch.tensor([not t.startswith("##") and i not in special and t.strip() != ""
-                                for i, t in enumerate(vocab)])
+        if not any(t.startswith("##") for t in vocab):
+            from transferkit.errors import ConfigError
+
+            raise ConfigError([f"methods -> mlm_substitution -> model: '{cfg.model}' has no WordPiece vocabulary "
+                               "(no '##' continuation pieces); whole-word substitution is implemented for BERT-family "
+                               "tokenizers"])
+        # candidates for a replacement: whole-word pieces only, so a replacement never splits a word; rows of
+        # the output beyond the tokenizer's vocabulary (padded embeddings) never
+        rows = model.get_output_embeddings().weight.shape[0]
+        allowed = torch.zeros(rows, dtype=torch.bool)
+        allowed[:len(vocab)] = torch.tensor([not t.startswith("##") and i not in special and t.strip() != ""
+                                             for i, t in enumerate(vocab)])
         jobs = []  # (example, copy, ids, masked positions)
         for i, text in enumerate(texts):
             ids = tok(text, truncation=True, max_length=tok.model_max_length if tok.model_max_length < 10**6 else 512)["input_ids"]

@@ -36,11 +36,6 @@ class PromptTuningConfig(MethodConfig):
             raise ValueError("init: text needs init_text (the words whose embeddings start the prompt)")
         return v
 
-    def cross_checks(self, run: Any) -> list[str]:
-        room = run.model.max_length + self.tokens
-        return [] if room <= 4096 else [f"methods -> prompt_tuning -> tokens: {self.tokens} virtual tokens + "
-                                        f"max_length {run.model.max_length} is more than any encoder's positions"]
-
 
 class PromptTuning(PeftMethod):
     Config = PromptTuningConfig

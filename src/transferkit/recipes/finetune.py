@@ -74,6 +74,10 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     task.fit_labels(splits.train)
     task.check(splits.validation)
     task.check(splits.test)
+    # the methods see the training split first (augmentation, before it is encoded); the fingerprint that
+    # --resume compares covers what is trained on, so a changed synonym table or MLM is noticed
+    methods = MethodStack.from_config(cfg.methods)
+    splits.train = methods.train_examples(splits.train, seed=cfg.train.seed)
     folder.check_data(data_fingerprint(splits))
     run_dir = folder.path
 
@@ -83,11 +87,8 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     main = acc.is_main_process
     log.info("data: %s", splits.report.sizes)
 
-    # 2. Tokenize once (the methods see the training split first: augmentation); build the model (head
-    # options, freeze policy and the methods' model changes are checked here, still before the run folder
-    # exists).
-    methods = MethodStack.from_config(cfg.methods)
-    splits.train = methods.train_examples(splits.train, seed=cfg.train.seed)
+    # 2. Tokenize once; build the model (head options, freeze policy and the methods' model changes are
+    # checked here, still before the run folder exists).
     train, val, test = (task.encode(tokenizer, s) for s in splits)
     model, trainable, total = _build_model(cfg, task, ref, tokenizer, cfg.model.init, methods)
     rundir.check_free_space(run_dir, model, extra_runs=1 + cfg.compare.scratch)

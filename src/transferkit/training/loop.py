@@ -215,7 +215,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                         scale = len(part) / len(idx)
                         if methods.has_step:
                             loss = _method_step(methods, task, loss_fn, model, batch, scale, len(group), acc, ctx,
-                                                state.step)
+                                                state.step, world)
                         else:
                             with ctx, acc.autocast():
                                 loss = loss_fn(task.forward(model, batch), batch) * scale
@@ -296,7 +296,7 @@ def _loss_function(task: Task, train: Encoded, methods: MethodStack) -> Any:
 
 
 def _method_step(methods: MethodStack, task: Task, loss_fn: Any, model: nn.Module, batch: dict[str, torch.Tensor],
-                 scale: float, n_group: int, acc: Any, sync_ctx: Any, step: int) -> torch.Tensor:
+                 scale: float, n_group: int, acc: Any, sync_ctx: Any, step: int, world: int = 1) -> torch.Tensor:
     """One chunk's forward and backward through the methods' train_step chain."""
     def forward_loss() -> torch.Tensor:
         with acc.autocast():
@@ -311,7 +311,8 @@ def _method_step(methods: MethodStack, task: Task, loss_fn: Any, model: nn.Modul
         backward(loss)
         return loss
 
-    return methods.train_step(StepContext(model, batch, forward_loss, backward, step, scale), default)
+    no_sync = (lambda: acc.no_sync(model)) if world > 1 else contextlib.nullcontext
+    return methods.train_step(StepContext(model, batch, forward_loss, backward, step, scale, no_sync), default)
 
 
 def _load_last(ckpt_dir: Path) -> dict[str, Any]:
