@@ -5,6 +5,7 @@ mean ± std over seeds on the test split; trainable %, seconds per epoch, peak R
     python bench/methods_table.py --study rt500 run --only lora,full
     python bench/methods_table.py --study rt500 summarize      # table + plot from what has been measured
     python bench/methods_table.py --study rt_imbalanced run    # positives cut to 1:9: the imbalance methods
+    python bench/methods_table.py --study rt500 timing         # s/epoch and RSS of each chosen setting, alone
 
 A file bench/work/PAUSE makes a running sweep wait before its next run (to measure something else alone).
 
@@ -167,7 +168,17 @@ def one(study: str, base: list[str], variant: str, point: dict, fixed: list[str]
             "total_params": tr["total_params"], "seconds_per_epoch": tr["seconds"] / max(tr["epochs"], 1e-9),
             "epochs": tr["epochs"], "best_step": tr["best_step"], "peak_rss_mb": tr["peak_rss_mb"],
             "samples_per_s": tr["samples_per_s"], "wall_s": wall,
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+            "machine": f"{cpu_name()}, {os.cpu_count()} cores"}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def grid_points(grid: dict) -> list[dict]:
@@ -237,6 +248,26 @@ def run(study_name: str, only: list[str] | None) -> None:
         del v
 
 
+def timing(study_name: str, only: list[str] | None) -> None:
+    """Seconds per epoch and peak RSS of each variant's chosen setting, measured alone: one process at a time,
+    2 epochs with validation only at the end, the sweep paused (its own timings share the CPU with whatever
+    else runs). Appends to methods_<study>_timing.jsonl; summarize prefers these figures."""
+    study = STUDIES[study_name]
+    done = load(RESULTS / f"methods_{study_name}.jsonl")
+    path = RESULTS / f"methods_{study_name}_timing.jsonl"
+    for name in [n for n in study["variants"] if not only or n in only]:
+        best = chosen(study, name, done)
+        if best is None:
+            continue
+        extra = ["train.epochs=2", "train.eval_every=100000", "early_stopping.enabled=false"]
+        r = one(study_name, [*study["base"], *extra], name + "_timing", best, study["variants"][name].get("set", []),
+                study["seeds"][0])
+        r["variant"] = name
+        with path.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+        print(name, {k: r.get(k) for k in ("seconds_per_epoch", "peak_rss_mb", "error")}, flush=True)
+
+
 def summarize(study_name: str) -> None:
     import matplotlib
 
@@ -245,6 +276,13 @@ def summarize(study_name: str) -> None:
 
     study = STUDIES[study_name]
     done = load(RESULTS / f"methods_{study_name}.jsonl")
+    timed: dict[str, dict] = {}
+    tpath = RESULTS / f"methods_{study_name}_timing.jsonl"
+    if tpath.exists():
+        for line in tpath.read_text().splitlines():
+            r = json.loads(line)
+            if "error" not in r:
+                timed[r["variant"]] = r  # the latest measurement of each
     rows = []
     for name, v in study["variants"].items():
         best = chosen(study, name, done)
@@ -263,8 +301,10 @@ def summarize(study_name: str) -> None:
                      "rec_std": statistics.stdev(rec) if len(rec) > 1 else 0.0,
                      "val_mean": statistics.mean(validation_of(r) for r in runs),
                      "trainable_pct": 100 * runs[0]["trainable_params"] / runs[0]["total_params"],
-                     "s_per_epoch": statistics.median(r["seconds_per_epoch"] for r in runs),
-                     "rss": statistics.median(r["peak_rss_mb"] for r in runs)})
+                     "s_per_epoch": timed[name]["seconds_per_epoch"] if name in timed else
+                     statistics.median(r["seconds_per_epoch"] for r in runs),
+                     "rss": timed[name]["peak_rss_mb"] if name in timed else
+                     statistics.median(r["peak_rss_mb"] for r in runs), "timed_alone": name in timed})
     machine = next(iter(done.values()))["machine"] if done else "?"
     minority = study.get("minority")
     lines = [f"# {study['title']}", "",
@@ -276,7 +316,7 @@ def summarize(study_name: str) -> None:
                   "validation macro-F1 |", "|---|---|---|---|---|---|---|"]
     else:
         lines += ["| method | chosen setting | test accuracy (mean ± std) | seeds | validation | trainable % | "
-                  "s / epoch (median) | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+                  "s / epoch | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["setting"].items()) or "-"
         if minority:
@@ -284,7 +324,11 @@ def summarize(study_name: str) -> None:
                          f"{r['rec_std']:.4f} | {r['mean']:.4f} ± {r['std']:.4f} | {r['n']} | {r['val_mean']:.4f} |")
         else:
             lines.append(f"| {r['label']} | {setting} | {r['mean']:.4f} ± {r['std']:.4f} | {r['n']} | {r['val_mean']:.4f} "
-                         f"| {r['trainable_pct']:.2f} | {r['s_per_epoch']:.1f} | {r['rss']:.0f} |")
+                         f"| {r['trainable_pct']:.2f} | {r['s_per_epoch']:.1f}{'' if r['timed_alone'] else '*'} "
+                         f"| {r['rss']:.0f} |")
+    if not minority and not all(r["timed_alone"] for r in rows):
+        lines += ["", "\\* median over the study's runs, which shared the 2 cores with other work (not comparable "
+                  "between rows); figures without \\* were measured alone (`timing`: 2 epochs of the chosen setting)."]
     (RESULTS / f"methods_{study_name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if rows:
@@ -305,12 +349,15 @@ def summarize(study_name: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--study", default="rt500", choices=sorted(STUDIES))
-    ap.add_argument("action", choices=["run", "summarize"])
+    ap.add_argument("action", choices=["run", "timing", "summarize"])
     ap.add_argument("--only", default="", help="comma-separated variants (default: all)")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    only = [s for s in args.only.split(",") if s] or None
     if args.action == "run":
-        run(args.study, [s for s in args.only.split(",") if s] or None)
+        run(args.study, only)
+    elif args.action == "timing":
+        timing(args.study, only)
     summarize(args.study)
 
 
