@@ -132,6 +132,10 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
     result = fit(task, model, train, val, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
                  resume=resume, progress=progress, label="fine-tuning", methods=methods)
     model = acc.unwrap_model(model)
+    if methods:  # a schedule may have thawed parameters during training (gradual unfreezing): count them too
+        from transferkit.modeling.freeze import count_params
+
+        trainable = max(trainable, count_params(model)[0])
 
     def scores_of(m: Any, enc: Any) -> Any:
         return predictions(task, enc, infer(task, m, enc, device=acc.device, accelerator=acc)[0])
