@@ -126,8 +126,9 @@ def test_threshold_tuning_is_saved_and_applied_by_predict(tiny_model, tmp_path):
     pred = Predictor.load(tmp_path / "tiny")
     second = pred.task.labels[1]
     texts = [r["text"] for r in make_rows(30, seed=9)]
-    for out in pred.predict(texts):  # the rule is P(labels[1]) >= threshold, not argmax
-        assert (out["label"] == second) == (out["probabilities"][second] >= saved["threshold"])
+    exact = pred.predict_scores(texts)  # unrounded (the output rounds probabilities to 6 decimals)
+    for out, p in zip(pred.predict(texts), exact):  # the rule is P(labels[1]) >= threshold, not argmax
+        assert (out["label"] == second) == (float(p[1]) >= saved["threshold"])
 
 
 def test_imbalance_config_errors(tiny_model, tmp_path):
