@@ -231,7 +231,6 @@ def run(study_name: str, only: list[str] | None) -> None:
 
     # selection: the first seed over each grid (variants that inherit wait for their parent's choice)
     for name in names:
-        v = study["variants"][name]
         parents = [name]
         while "inherit" in study["variants"][parents[-1]]:
             parents.append(study["variants"][parents[-1]]["inherit"])
@@ -248,7 +247,6 @@ def run(study_name: str, only: list[str] | None) -> None:
             continue
         for seed in study["seeds"][1:]:
             go(name, best, seed)
-        del v
 
 
 def timing(study_name: str, only: list[str] | None) -> None:

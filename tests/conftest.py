@@ -136,3 +136,27 @@ def assert_declared_metrics(metrics: dict, kind: str, **flags) -> None:
     scalars = {k for k, v in metrics.items() if isinstance(v, (int, float))}
     missing = set(validation_metrics(kind, **flags)) - scalars
     assert not missing, f"{kind}: declared metrics {missing} are not reported (reported: {sorted(scalars)})"
+
+
+# relation extraction rows, shared by the relation and peft tests
+PEOPLE = ["Maria", "Pedro", "Carla", "Tomas", "Sofia", "Ivan"]
+ORGS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay"]
+
+
+def re_rows(n: int, seed: int) -> list[dict]:
+    """'P works for O' -> per:employee_of (head P, tail O); the reversed pair and 'P met O' -> no_relation."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        p, o = rng.choice(PEOPLE), rng.choice(ORGS)
+        verb = "works for" if i % 2 == 0 else "met"
+        text = f"the movie says {p} {verb} {o} today"
+        ps, os_ = text.index(p), text.index(o)
+        hp, to = {"start": ps, "end": ps + len(p), "type": "PER"}, {"start": os_, "end": os_ + len(o), "type": "ORG"}
+        if verb == "met":
+            rows.append({"text": text, "head": hp, "tail": to, "label": "no_relation"})
+        elif i % 4 == 0:
+            rows.append({"text": text, "head": hp, "tail": to, "label": "per:employee_of"})
+        else:  # the same fact, reversed direction: no relation from the org to the person
+            rows.append({"text": text, "head": to, "tail": hp, "label": "no_relation"})
+    return rows

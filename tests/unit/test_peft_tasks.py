@@ -10,9 +10,8 @@ import torch
 from transferkit.config import load_config, load_pretrain_config
 from transferkit.recipes import finetune, pretrain
 
-from conftest import sentence, tiny_config, write_jsonl
+from conftest import ORGS, PEOPLE, re_rows, sentence, tiny_config, write_jsonl
 
-ORGS, PEOPLE = ["Acme", "Globex", "Initech"], ["Carla", "Tomas", "Sofia"]
 
 
 def _ner_rows(n):
@@ -23,20 +22,6 @@ def _ner_rows(n):
         text = f"{p} joined {o} today"
         rows.append({"text": text, "entities": [{"start": 0, "end": len(p), "label": "PER"},
                                                 {"start": text.index(o), "end": text.index(o) + len(o), "label": "ORG"}]})
-    return rows
-
-
-def _re_rows(n):
-    rng = random.Random(2)
-    rows = []
-    for i in range(n):
-        p, o = rng.choice(PEOPLE), rng.choice(ORGS)
-        verb = "works for" if i % 2 == 0 else "met"
-        text = f"the note says {p} {verb} {o} today"
-        ps, os_ = text.index(p), text.index(o)
-        rows.append({"text": text, "head": {"start": ps, "end": ps + len(p), "type": "PER"},
-                     "tail": {"start": os_, "end": os_ + len(o), "type": "ORG"},
-                     "label": "per:employee_of" if verb == "works for" else "no_relation"})
     return rows
 
 
@@ -51,7 +36,8 @@ def _qa_rows(n):
     return rows
 
 
-TASKS = {"token_classification": _ner_rows, "relation_extraction": _re_rows, "question_answering": _qa_rows}
+TASKS = {"token_classification": _ner_rows, "relation_extraction": lambda n: re_rows(n, seed=2),
+         "question_answering": _qa_rows}
 
 
 @pytest.mark.parametrize("method,settings", [("lora", {"r": 2}), ("ia3", {}), ("adalora", {"init_r": 4, "target_r": 2})])
@@ -64,7 +50,7 @@ def test_peft_methods_on_every_finetuning_task(tiny_model, tmp_path, task, metho
     raw = tiny_config(tiny_model, data, tmp_path, name="run", task={"type": task}, methods={method: settings},
                       train={"max_steps": 6, "eval_every": 3, "optimizer": {"lr": 1e-2}})
     if task == "relation_extraction" and method == "ia3":  # the marker embeddings must train; IA3 cannot
-        with pytest.raises(ConfigError, match="methods -> ia3: the task added 12 tokens"):
+        with pytest.raises(ConfigError, match="methods -> ia3: the task added .* tokens"):
             finetune.run(load_config(raw=raw), progress=False)
         assert not (tmp_path / "run").exists()
         return
@@ -76,11 +62,22 @@ def test_peft_methods_on_every_finetuning_task(tiny_model, tmp_path, task, metho
     pred = Predictor.load(tmp_path / "run")
     assert not hasattr(pred.model, "peft_config")  # the merged model, plain transformers
     example = {"token_classification": "Carla joined Acme today",
-               "relation_extraction": {"text": "the note says <e1>Carla</e1> works for <e2>Acme</e2> today"},
+               "relation_extraction": {"text": "the movie says <e1>Carla</e1> works for <e2>Acme</e2> today"},
                "question_answering": {"question": "Who founded Acme?", "context": "Carla founded Acme in the spring."}}[task]
-    assert len(pred.predict([example])) == 1
-    a = Predictor.load(tmp_path / "run/adapter").predict([example])  # base + adapter: the same prediction
-    assert a == pred.predict([example]) or json.dumps(a)[:40] == json.dumps(pred.predict([example]))[:40]
+    merged = pred.predict([example])
+    adapted = Predictor.load(tmp_path / "run/adapter").predict([example])  # base + adapter: the same prediction
+    assert _rounded(adapted) == _rounded(merged) and merged[0]
+
+
+def _rounded(x):
+    """Predictions with scores to 4 decimals (merged and adapter outputs agree within 1e-5)."""
+    if isinstance(x, float):
+        return round(x, 4)
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
 
 
 def test_lora_in_mlm_pretraining(tiny_model, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config, write_config, write_jsonl, assert_declared_metrics
+from conftest import ORGS, PEOPLE, re_rows, tiny_config, write_config, write_jsonl, assert_declared_metrics
 from transferkit.data.sources import Examples
 from transferkit.errors import DataError
 from transferkit.tasks.relation import RelationExtractionTask, parse_inline
@@ -111,29 +111,6 @@ def test_bad_relation_records_name_the_line(tmp_path):
                              "label": "x"}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"re.jsonl line 1: the head \(0-5\) and tail \(4-7\) spans overlap"):
         task.read(str(p), None)
-
-
-PEOPLE = ["Maria", "Pedro", "Carla", "Tomas", "Sofia", "Ivan"]
-ORGS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay"]
-
-
-def re_rows(n: int, seed: int) -> list[dict]:
-    """'P works for O' -> per:employee_of (head P, tail O); the reversed pair and 'P met O' -> no_relation."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        p, o = rng.choice(PEOPLE), rng.choice(ORGS)
-        verb = "works for" if i % 2 == 0 else "met"
-        text = f"the movie says {p} {verb} {o} today"
-        ps, os_ = text.index(p), text.index(o)
-        hp, to = {"start": ps, "end": ps + len(p), "type": "PER"}, {"start": os_, "end": os_ + len(o), "type": "ORG"}
-        if verb == "met":
-            rows.append({"text": text, "head": hp, "tail": to, "label": "no_relation"})
-        elif i % 4 == 0:
-            rows.append({"text": text, "head": hp, "tail": to, "label": "per:employee_of"})
-        else:  # the same fact, reversed direction: no relation from the org to the person
-            rows.append({"text": text, "head": to, "tail": hp, "label": "no_relation"})
-    return rows
 
 
 def test_relation_extraction_end_to_end(tiny_model, tmp_path):

@@ -6,6 +6,7 @@ per (seed, example, copy) so the result does not depend on order, each copies th
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ from pydantic import Field
 
 from transferkit.methods.base import DATA, Method, MethodConfig
 
+log = logging.getLogger(__name__)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
@@ -83,10 +85,8 @@ class Augmenter(Method):
         added = len(texts) - len(examples)
         self.report = {"original": n, "added": added, "by_operation": dict(sorted(by_op.items())),
                        "dropped_duplicates": unchanged}
-        import logging
-
-        logging.getLogger(__name__).info("%s: %d training examples + %d augmented (%s)", self.name, n,
-                                         added, ", ".join(f"{k} {v}" for k, v in sorted(by_op.items())))
+        log.info("%s: %d training examples + %d augmented (%s)", self.name, n, added,
+                 ", ".join(f"{k} {v}" for k, v in sorted(by_op.items())))
         return Examples(texts=texts, labels=labels, origin=origin, name=examples.name,
                         meta={**examples.meta, "originals": n}, stratify=examples.stratify)
 

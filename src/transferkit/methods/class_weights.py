@@ -8,17 +8,15 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from transferkit.methods.base import OPTIM, Method, MethodConfig
-from transferkit.methods.losses import CLASS_LOGIT_TASKS, LossSpec, inverse_frequency, single_label_check
+from transferkit.methods.base import OPTIM, Method
+from transferkit.methods.losses import LossMethodConfig, LossSpec, inverse_frequency, single_label_check
 
 log = logging.getLogger(__name__)
 
 
-class ClassWeightsConfig(MethodConfig):
+class ClassWeightsConfig(LossMethodConfig):
     method: ClassVar[str] = "class_weights"
     summary: ClassVar[str] = "weight each example's loss by its class (inverse frequency or given)"
-    tasks: ClassVar[tuple[str, ...]] = CLASS_LOGIT_TASKS
-
     weights: Literal["inverse_frequency"] | dict[str, float] = Field(
         "inverse_frequency", description="'inverse_frequency' (from the training split), or a weight per label, "
         "e.g. {positive: 4.0, negative: 1.0} (labels not listed get 1.0).")
@@ -30,11 +28,17 @@ class ClassWeightsConfig(MethodConfig):
             if bad:
                 problems.append(f"methods -> class_weights -> weights: weights must be >= 0, got {bad}")
             known = run.task.labels if run.task.type != "token_classification" else None  # NER: types, not tags
-            if known:
-                unknown = sorted(set(self.weights) - set(known))
-                if unknown:
-                    problems.append(f"methods -> class_weights -> weights: {unknown} are not among task.labels {known}")
+            unknown = unknown_labels(self.weights, known)
+            if unknown:
+                problems.append(f"methods -> class_weights -> weights: {unknown} are not among task.labels {known}")
         return problems
+
+
+def unknown_labels(weights: Any, labels: list[str] | None) -> list[str]:
+    """Labels named in given weights that are not among `labels` (none when either is not known yet)."""
+    if not isinstance(weights, dict) or not labels:
+        return []
+    return sorted(set(weights) - set(labels))
 
 
 class ClassWeights(Method):
@@ -45,13 +49,12 @@ class ClassWeights(Method):
         """Given weights name labels: checked against the task's labels before the run folder exists."""
         cfg: ClassWeightsConfig = self.cfg  # type: ignore[assignment]
         names = list(getattr(task, "labels", []) or [])
-        if isinstance(cfg.weights, dict) and names:
-            unknown = sorted(set(cfg.weights) - set(names))
-            if unknown:
-                from transferkit.errors import ConfigError
+        unknown = unknown_labels(cfg.weights, names)
+        if unknown:
+            from transferkit.errors import ConfigError
 
-                raise ConfigError([f"methods -> class_weights -> weights: {unknown} are not labels of the training "
-                                   f"data ({', '.join(names)})"])
+            raise ConfigError([f"methods -> class_weights -> weights: {unknown} are not labels of the training "
+                               f"data ({', '.join(names)})"])
         return model
 
     def configure_loss(self, spec: LossSpec, *, class_counts: list[int], labels: list[str]) -> LossSpec:

@@ -12,7 +12,9 @@ With s = 0 and gamma = 0 this is exactly torch's `cross_entropy(logits, labels, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from transferkit.methods.base import MethodConfig
 
 #: tasks whose outputs are class logits with integer labels
 CLASS_LOGIT_TASKS = ("text_classification", "relation_extraction", "token_classification")
@@ -68,6 +70,15 @@ def inverse_frequency(counts: list[int]) -> list[float]:
     """w_c = N / (C * n_c) (scikit-learn's 'balanced'); a class absent from training gets weight 0."""
     total, c = sum(counts), len(counts)
     return [total / (c * n) if n else 0.0 for n in counts]
+
+
+class LossMethodConfig(MethodConfig):
+    """What the loss methods' sections share: the tasks with class logits, single-label only."""
+
+    tasks: ClassVar[tuple[str, ...]] = CLASS_LOGIT_TASKS
+
+    def cross_checks(self, run: Any) -> list[str]:
+        return single_label_check(self.method, run)
 
 
 def single_label_check(method: str, run: Any) -> list[str]:
