@@ -4,10 +4,11 @@
     python bench/infer_bench.py runs/sentiment --repeats 3 --latency-texts 200
 
 Throughput over the Rotten Tomatoes test split (1,276 texts): pipeline with its default settings (one text
-per forward pass), pipeline with batch_size=32, and transferkit with batch 32 (length-sorted batches), fp32
-and int8 (dynamic quantization of the encoder's Linear layers).
-Latency: one text per call, median and p90 over `--latency-texts` texts. Also checks that both give the
-same labels. Writes bench/results/infer.json and infer.md.
+per forward pass), pipeline with batch_size=32, and transferkit with batch 32 (length-sorted batches): PyTorch
+fp32 and int8 (dynamic quantization of the encoder's Linear layers), and the run's ONNX export, fp32 and int8
+(ONNX Runtime; exported with `transferkit export RUN --int8` when the folder is missing).
+Latency: one text per call, median and p90 over `--latency-texts` texts. Test accuracy and label agreement
+with the pipeline for each. Writes bench/results/infer.json and infer.md.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="run folder or model folder")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--export", default=None, help="its export folder (default: RUN/export, written with "
+                   "`transferkit export RUN --int8` when missing)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--latency-texts", type=int, default=200)
     p.add_argument("--out", default="bench/results")
@@ -41,36 +44,36 @@ def main() -> None:
 
     from transferkit.config import DataConfig
     from transferkit.data.prepare import load_splits
+    from transferkit.deploy.onnx import INT8_FILE
     from transferkit.deploy.predictor import Predictor, model_dir_of
 
+    exp = Path(a.export) if a.export else Path(a.run) / "export"
+    if not (exp / INT8_FILE).is_file():
+        from transferkit.recipes.export import export
+
+        export(a.run, exp, int8=True)
     test = load_splits(DataConfig(source="rotten_tomatoes")).test
-    texts = test.texts
-    ours = Predictor.load(a.run, device="cpu")
-    ours8 = Predictor.load(a.run, int8=True)
-    pipe = pipeline("text-classification", model=str(model_dir_of(a.run)), device="cpu",
-                    trust_remote_code=True)
-    ours.predict(texts[:64])
-    ours8.predict(texts[:64])
-    pipe(texts[:64])
+    texts, gold = test.texts, test.labels
+    pipe = pipeline("text-classification", model=str(model_dir_of(a.run)), device="cpu", trust_remote_code=True)
+    ours = {"transferkit": Predictor.load(a.run, device="cpu"), "transferkit_int8": Predictor.load(a.run, int8=True),
+            "transferkit_onnx": Predictor.load(exp), "transferkit_onnx_int8": Predictor.load(exp, int8=True)}
+    batch = {"pipeline_default": lambda xs: pipe(xs), "pipeline_batch32": lambda xs: pipe(xs, batch_size=32)}
+    for name, pr in ours.items():
+        batch[name] = lambda xs, pr=pr: pr.predict(xs, batch_size=32)
+    for fn in batch.values():
+        fn(texts[:64])  # warm-up
 
     res: dict[str, dict] = {}
-    t, preds_pipe1 = timed(lambda: pipe(texts), a.repeats)
-    res["pipeline_default"] = {"seconds": t, "texts_per_s": len(texts) / t}
-    t, preds_pipe = timed(lambda: pipe(texts, batch_size=32), a.repeats)
-    res["pipeline_batch32"] = {"seconds": t, "texts_per_s": len(texts) / t}
-    t, preds_ours = timed(lambda: ours.predict(texts, batch_size=32), a.repeats)
-    res["transferkit_batch32"] = {"seconds": t, "texts_per_s": len(texts) / t}
-    t, preds_int8 = timed(lambda: ours8.predict(texts, batch_size=32), a.repeats)
-    res["transferkit_int8_batch32"] = {"seconds": t, "texts_per_s": len(texts) / t}
-    agree = sum(p["label"] == o["label"] for p, o in zip(preds_pipe, preds_ours)) / len(texts)
-    gold = test.labels
-    acc = {"transferkit": sum(o["label"] == g for o, g in zip(preds_ours, gold)) / len(texts),
-           "transferkit_int8": sum(o["label"] == g for o, g in zip(preds_int8, gold)) / len(texts),
-           "pipeline": sum(p["label"] == g for p, g in zip(preds_pipe1, gold)) / len(texts)}
+    labels: dict[str, list] = {}
+    for name, fn in batch.items():
+        t, preds = timed(lambda: fn(texts), 1 if name == "pipeline_default" else a.repeats)
+        labels[name] = [x["label"] for x in preds]
+        res[name] = {"seconds": t, "texts_per_s": len(texts) / t,
+                     "test_accuracy": sum(y == g for y, g in zip(labels[name], gold)) / len(texts)}
 
     lat_texts = texts[: a.latency_texts]
-    for name, fn in (("pipeline", lambda x: pipe(x)), ("transferkit", lambda x: ours.predict([x])),
-                     ("transferkit_int8", lambda x: ours8.predict([x]))):
+    single = {"pipeline": lambda x: pipe(x), **{k: (lambda x, pr=pr: pr.predict([x])) for k, pr in ours.items()}}
+    for name, fn in single.items():
         lats = []
         for x in lat_texts:
             t0 = time.perf_counter()
@@ -79,31 +82,37 @@ def main() -> None:
         lats.sort()
         res[f"{name}_latency_ms"] = {"median": statistics.median(lats), "p90": lats[int(0.9 * len(lats))]}
 
-    tk = res["transferkit_batch32"]["texts_per_s"]
-    tk8 = res["transferkit_int8_batch32"]["texts_per_s"]
-    result = {"texts": len(texts), "threads": torch.get_num_threads(), "results": res,
-              "speedup_vs_pipeline_default": tk / res["pipeline_default"]["texts_per_s"],
-              "speedup_vs_pipeline_batch32": tk / res["pipeline_batch32"]["texts_per_s"],
-              "int8_speedup_vs_pipeline_default": tk8 / res["pipeline_default"]["texts_per_s"],
-              "int8_speedup_vs_pipeline_batch32": tk8 / res["pipeline_batch32"]["texts_per_s"],
-              "label_agreement": agree, "test_accuracy": acc}
+    base = res["pipeline_default"]["texts_per_s"]
+    for k in batch:
+        res[k]["speedup_vs_pipeline_default"] = res[k]["texts_per_s"] / base
+        res[k]["speedup_vs_pipeline_batch32"] = res[k]["texts_per_s"] / res["pipeline_batch32"]["texts_per_s"]
+        res[k]["label_agreement_with_pipeline"] = sum(
+            x == y for x, y in zip(labels[k], labels["pipeline_default"])) / len(texts)
+    result = {"texts": len(texts), "threads": torch.get_num_threads(), "machine": cpu_name(), "results": res}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "infer.json").write_text(json.dumps(result, indent=2))
-    md = [f"Rotten Tomatoes test split ({len(texts)} texts), {torch.get_num_threads()} threads; medians of "
-          f"{a.repeats} runs each.", "",
-          "| variant | texts/s |", "|---|---|"]
-    md += [f"| {k} | {v['texts_per_s']:.1f} |" for k, v in res.items() if "texts_per_s" in v]
+    acc0 = res["pipeline_default"]["test_accuracy"]
+    md = [f"Rotten Tomatoes test split ({len(texts)} texts), {torch.get_num_threads()} threads, {cpu_name()}; "
+          f"medians of {a.repeats} runs (pipeline default: 1 run). `python bench/infer_bench.py {a.run}`.", "",
+          "| variant | texts/s | vs pipeline default | vs pipeline batch 32 | test accuracy | vs pipeline (pt) |",
+          "|---|---|---|---|---|---|"]
+    md += [f"| {k} | {res[k]['texts_per_s']:.1f} | {res[k]['speedup_vs_pipeline_default']:.2f}x | "
+           f"{res[k]['speedup_vs_pipeline_batch32']:.2f}x | {res[k]['test_accuracy']:.4f} | "
+           f"{100 * (res[k]['test_accuracy'] - acc0):+.2f} |" for k in batch]
     md += ["", "| latency, 1 text per call | median ms | p90 ms |", "|---|---|---|"]
     md += [f"| {k[:-11]} | {v['median']:.1f} | {v['p90']:.1f} |" for k, v in res.items() if k.endswith("_latency_ms")]
-    md += ["", f"transferkit vs pipeline (default): {result['speedup_vs_pipeline_default']:.2f}x; "
-               f"vs pipeline (batch 32): {result['speedup_vs_pipeline_batch32']:.2f}x; "
-               f"int8: {result['int8_speedup_vs_pipeline_default']:.2f}x / "
-               f"{result['int8_speedup_vs_pipeline_batch32']:.2f}x; fp32 labels equal the pipeline's on {agree:.2%} "
-               f"of texts; test accuracy {acc['transferkit']:.4f} (ours fp32) / {acc['transferkit_int8']:.4f} "
-               f"(ours int8) / {acc['pipeline']:.4f} (pipeline)."]
     (out / "infer.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+
+
+def cpu_name() -> str:
+    import platform
+
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ mean ± std over seeds on the test split; trainable %, seconds per epoch, peak R
 
     python bench/methods_table.py --study rt500 run            # select on validation, then report (resumable)
     python bench/methods_table.py --study rt500 run --only lora,full
+    python bench/methods_table.py --study rtall run --seeds 1   # selection only; the other seeds later
     python bench/methods_table.py --study rt500 summarize      # table + plot from what has been measured
     python bench/methods_table.py --study rt_imbalanced run    # positives cut to 1:9: the imbalance methods
     python bench/methods_table.py --study rt500 timing         # s/epoch and RSS of each chosen setting, alone
@@ -86,6 +87,9 @@ STUDIES["rtall"] = {
         "full": {"label": "full fine-tuning", "grid": {LR: [3e-5, 5e-5, 1e-4]}},
         "lora": {"label": "LoRA r=8 (all linear)",
                  "set": ["methods.lora.r=8", "methods.lora.target_modules=all-linear"], "grid": {LR: [5e-4, 1e-3]}},
+        # the best two combinations at 500 labels, each with the setting chosen there on validation
+        "fgm": {"label": "+ FGM", "inherit": "full", "grid": {"methods.fgm.epsilon": [0.5]}},
+        "gu": {"label": "+ gradual unfreezing", "inherit": "full", "grid": {"methods.gradual_unfreezing.every": [16]}},
     },
 }
 
@@ -207,7 +211,8 @@ def chosen(study: dict, name: str, done: dict) -> dict | None:
     return best
 
 
-def run(study_name: str, only: list[str] | None) -> None:
+def run(study_name: str, only: list[str] | None, seeds: list[int] | None = None) -> None:
+    """Selection on the first seed, then the chosen setting on the other seeds (`seeds`: only those of them)."""
     study = STUDIES[study_name]
     path = RESULTS / f"methods_{study_name}.jsonl"
     names = [n for n in study["variants"] if not only or n in only]
@@ -246,7 +251,8 @@ def run(study_name: str, only: list[str] | None) -> None:
             print(f"{name}: selection incomplete (a run failed); see {path}", flush=True)
             continue
         for seed in study["seeds"][1:]:
-            go(name, best, seed)
+            if seeds is None or seed in seeds:
+                go(name, best, seed)
 
 
 def timing(study_name: str, only: list[str] | None) -> None:
@@ -356,11 +362,13 @@ def main() -> None:
     ap.add_argument("--study", default="rt500", choices=sorted(STUDIES))
     ap.add_argument("action", choices=["run", "timing", "summarize"])
     ap.add_argument("--only", default="", help="comma-separated variants (default: all)")
+    ap.add_argument("--seeds", default="", help="run: comma-separated seeds beyond the selection seed (default: all); "
+                    "--seeds 1 runs only the selection")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     only = [s for s in args.only.split(",") if s] or None
     if args.action == "run":
-        run(args.study, only)
+        run(args.study, only, [int(x) for x in args.seeds.split(",") if x] or None)
     elif args.action == "timing":
         timing(args.study, only)
     summarize(args.study)

@@ -138,7 +138,7 @@ def assert_declared_metrics(metrics: dict, kind: str, **flags) -> None:
     assert not missing, f"{kind}: declared metrics {missing} are not reported (reported: {sorted(scalars)})"
 
 
-# relation extraction rows, shared by the relation and peft tests
+# NER, QA and relation extraction rows, shared by the task, peft and export tests
 PEOPLE = ["Maria", "Pedro", "Carla", "Tomas", "Sofia", "Ivan"]
 ORGS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay"]
 
@@ -159,4 +159,28 @@ def re_rows(n: int, seed: int) -> list[dict]:
             rows.append({"text": text, "head": hp, "tail": to, "label": "per:employee_of"})
         else:  # the same fact, reversed direction: no relation from the org to the person
             rows.append({"text": text, "head": to, "tail": hp, "label": "no_relation"})
+    return rows
+
+
+def ner_rows(n: int) -> list[dict]:
+    """'P joined O today' with PER and ORG character spans."""
+    rng = random.Random(1)
+    rows = []
+    for _ in range(n):
+        p, o = rng.choice(PEOPLE), rng.choice(ORGS)
+        text = f"{p} joined {o} today"
+        rows.append({"text": text, "entities": [{"start": 0, "end": len(p), "label": "PER"},
+                                                {"start": text.index(o), "end": text.index(o) + len(o), "label": "ORG"}]})
+    return rows
+
+
+def qa_rows(n: int) -> list[dict]:
+    """'Who founded O?' over 'P founded O in the spring.': the answer is P."""
+    rng = random.Random(3)
+    rows = []
+    for i in range(n):
+        p, o = rng.choice(PEOPLE), rng.choice(ORGS)
+        c = f"{p} founded {o} in the spring."
+        rows.append({"id": str(i), "question": f"Who founded {o}?", "context": c,
+                     "answers": [{"text": p, "answer_start": 0}]})
     return rows

@@ -296,12 +296,13 @@ def _check_output(path: Path, inputs: Optional[Path], run: Path) -> None:
 
 @app.command()
 def predict(
-    run: Path = typer.Argument(..., help="Run folder (or its model/ folder)."),
+    run: Path = typer.Argument(..., help="Run folder (or its model/ folder, or an export folder: ONNX Runtime)."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="csv / jsonl / txt; default: stdin lines."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here; default: stdout."),
     text_column: str = typer.Option("text", help="Text column of a csv/jsonl input."),
     batch_size: int = typer.Option(64, min=1, max=65536, help="Examples per forward pass."),
-    int8: bool = typer.Option(False, "--int8", help="int8 dynamic quantization (CPU): faster, slightly less exact."),
+    int8: bool = typer.Option(False, "--int8", help="int8 (CPU): an export's int8 model, else dynamic quantization "
+                              "in torch; faster, slightly less exact."),
 ) -> None:
     """Predict for new inputs (texts; JSONL records for NER, QA and relations); one JSON object per line,
     line N for input N (an empty input gets a record with an "error" field)."""
@@ -338,6 +339,30 @@ def predict(
         else:
             for line in lines:
                 typer.echo(line)
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run folder (or its model/ folder)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Export folder; default: RUN/export."),
+    int8: bool = typer.Option(False, "--int8", help="Also write an int8 model, if it passes the accuracy gate."),
+    max_drop: float = typer.Option(0.5, "--max-drop", min=0.0, help="int8 gate: most points of the validation "
+                                   "metric int8 may lose."),
+    force: bool = typer.Option(False, "--force", help="Write the int8 model even when it fails the gate."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="Largest |ONNX - PyTorch| score difference "
+                                    "allowed on validation."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Check on the first N validation examples only."),
+) -> None:
+    """Export a run's model to ONNX (checked against PyTorch on the run's validation split), optionally with an
+    int8 model that is only written when it keeps the validation metric within --max-drop points."""
+    _setup_logging(quiet=False)
+    with _user_errors():  # a refused int8 model exits 1 (the fp32 export is written), bad input 2
+        from transferkit.recipes.export import export as do_export
+
+        manifest = do_export(run, output, int8=int8, max_drop=max_drop, force=force, tolerance=tolerance,
+                             limit=limit)
+    out.print(Path(manifest["dir"], "README.md").read_text(encoding="utf-8"), highlight=False)
+    out.print(f"[green]exported[/] to {manifest['dir']}")
 
 
 @config_app.command("validate")

@@ -10,34 +10,11 @@ import torch
 from transferkit.config import load_config, load_pretrain_config
 from transferkit.recipes import finetune, pretrain
 
-from conftest import ORGS, PEOPLE, re_rows, sentence, tiny_config, write_jsonl
+from conftest import ner_rows, qa_rows, re_rows, sentence, tiny_config, write_jsonl
 
 
-
-def _ner_rows(n):
-    rng = random.Random(1)
-    rows = []
-    for _ in range(n):
-        p, o = rng.choice(PEOPLE), rng.choice(ORGS)
-        text = f"{p} joined {o} today"
-        rows.append({"text": text, "entities": [{"start": 0, "end": len(p), "label": "PER"},
-                                                {"start": text.index(o), "end": text.index(o) + len(o), "label": "ORG"}]})
-    return rows
-
-
-def _qa_rows(n):
-    rng = random.Random(3)
-    rows = []
-    for i in range(n):
-        p, o = rng.choice(PEOPLE), rng.choice(ORGS)
-        c = f"{p} founded {o} in the spring."
-        rows.append({"id": str(i), "question": f"Who founded {o}?", "context": c,
-                     "answers": [{"text": p, "answer_start": 0}]})
-    return rows
-
-
-TASKS = {"token_classification": _ner_rows, "relation_extraction": lambda n: re_rows(n, seed=2),
-         "question_answering": _qa_rows}
+TASKS = {"token_classification": ner_rows, "relation_extraction": lambda n: re_rows(n, seed=2),
+         "question_answering": qa_rows}
 
 
 @pytest.mark.parametrize("method,settings", [("lora", {"r": 2}), ("ia3", {}), ("adalora", {"init_r": 4, "target_r": 2})])

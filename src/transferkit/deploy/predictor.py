@@ -11,10 +11,11 @@ import torch
 
 from transferkit.data.sources import Examples
 from transferkit.errors import ModelError
-from transferkit.evaluation.evaluate import infer, predictions
+from transferkit.evaluation.evaluate import Runnable, infer, predictions
 from transferkit.methods.peft_common import ADAPTER, UNMERGED
 
 def model_dir_of(path: str | Path) -> Path:
+    """The folder with task.json (and the tokenizer) of a run folder, model folder, adapter or export."""
     p = Path(path)
     if (p / "adapter_config.json").is_file() and (p.parent / "model" / "task.json").is_file():
         return p.parent / "model"  # a run's adapter/: the task, tokenizer and head config are in model/
@@ -68,25 +69,46 @@ def _with_adapter(head_cls: Any, model_dir: Path, adapter: Path) -> torch.nn.Mod
     return PeftModel.from_pretrained(base, adapter).eval()
 
 
+def _read_task(d: Path) -> Any:
+    try:
+        desc = json.loads((d / "task.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{d / 'task.json'} cannot be read (damaged?): {e}") from None
+    return load_task(desc)
+
+
 class Predictor:
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, task: Any, device: str = "cpu") -> None:
-        self.model = model.to(device).eval()
+    """Predictions from a run folder, a model folder or an export folder (`transferkit export`: ONNX
+    Runtime), through the task's own encode / decode."""
+
+    def __init__(self, model: Runnable, tokenizer: Any, task: Any, device: str = "cpu") -> None:
+        self.model = model.to(device).eval() if isinstance(model, torch.nn.Module) else model
         self.tokenizer = tokenizer
         self.task = task
         self.device = device
 
+    @property
+    def backend(self) -> str:
+        """'onnx' (an export folder), 'onnx-int8', or 'torch'."""
+        from transferkit.deploy.onnx import INT8_FILE, OnnxModel
+
+        if isinstance(self.model, OnnxModel):
+            return "onnx-int8" if self.model.path.name == INT8_FILE else "onnx"
+        return "torch"
+
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, int8: bool = False) -> Predictor:
-        """`int8=True`: dynamic int8 quantization of the encoder's Linear layers (CPU only; faster, a
-        small accuracy cost that bench/infer_bench.py measures)."""
+        """`int8=True`: for an export folder, its int8 ONNX model (written by `export --int8` when it passed
+        the accuracy gate); otherwise dynamic int8 quantization of the encoder's Linear layers in torch
+        (CPU only; faster, a small accuracy cost that bench/infer_bench.py measures)."""
         from transformers import AutoConfig, AutoTokenizer
 
+        from transferkit.deploy.onnx import ONNX_FILE
+
+        if (Path(path) / ONNX_FILE).is_file():
+            return cls._load_export(Path(path), device, int8)
         d = model_dir_of(path)
-        try:
-            desc = json.loads((d / "task.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{d / 'task.json'} cannot be read (damaged?): {e}") from None
-        task = load_task(desc)
+        task = _read_task(d)
         config = AutoConfig.from_pretrained(d)
         head_cls = task.model_class(config)  # the task knows the class of its folder
         adapter = Path(path) if (Path(path) / "adapter_config.json").is_file() else None
@@ -114,6 +136,25 @@ class Predictor:
 
             model = quantize_int8(model)
         return cls(model, tokenizer, task, device)
+
+    @classmethod
+    def _load_export(cls, d: Path, device: str | None, int8: bool) -> Predictor:
+        from transformers import AutoTokenizer
+
+        from transferkit.deploy.onnx import INT8_FILE, ONNX_FILE, OnnxModel
+
+        if device not in (None, "cpu"):
+            raise ModelError(f"'{d}' is an ONNX export: it runs on CPU (ONNX Runtime), not on '{device}'.")
+        file = d / (INT8_FILE if int8 else ONNX_FILE)
+        if not file.is_file():
+            raise ModelError(f"'{d}' has no int8 model ({INT8_FILE}): export it with `transferkit export RUN --int8` "
+                             "(it is not written when int8 loses more than --max-drop on validation).")
+        task = _read_task(d)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(d)
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"export folder '{d}': its tokenizer cannot be loaded ({e}).") from None
+        return cls(OnnxModel(file), tokenizer, task, "cpu")
 
     def examples(self, inputs: list[Any], pairs: list[str] | None = None) -> Examples:
         """Raw inputs -> Examples: texts (+ pairs) for classification; the task's own forms otherwise

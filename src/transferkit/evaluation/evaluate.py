@@ -7,7 +7,8 @@ prediction per example (merging sliding windows, decoding answer spans)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -23,8 +24,13 @@ def eval_batches(lengths: list[int] | np.ndarray, batch_size: int, rank: int = 0
     return batches[rank::world]
 
 
+#: what infer runs: a model the task drives (task.forward), or a runner that maps a collated batch to the
+#: task's outputs directly (an ONNX Runtime session, deploy/onnx.py)
+Runnable = Union[nn.Module, Callable[[dict[str, torch.Tensor]], torch.Tensor]]
+
+
 @torch.inference_mode()
-def infer(task: Task, model: nn.Module, encoded: Encoded, *, device: torch.device | str = "cpu",
+def infer(task: Task, model: Runnable, encoded: Encoded, *, device: torch.device | str = "cpu",
           batch_size: int = 64, accelerator: Any = None) -> tuple[np.ndarray | list[np.ndarray], float | None]:
     """Scores for every example (in input order) and the mean loss when labels are present.
 
@@ -32,8 +38,10 @@ def infer(task: Task, model: nn.Module, encoded: Encoded, *, device: torch.devic
     gathered, so every process returns the full result.
     """
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, nn.Module) else None
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
     idx_out: list[int] = []
     score_out: list[np.ndarray] = []  # one entry per feature
     token_level = getattr(task, "token_level", False)
@@ -41,7 +49,7 @@ def infer(task: Task, model: nn.Module, encoded: Encoded, *, device: torch.devic
     for batch_idx in eval_batches(encoded.lengths, batch_size, rank, world):
         batch = task.collate([encoded.features[i] for i in batch_idx])
         batch = {k: v.to(device) for k, v in batch.items()}
-        outputs = task.forward(model, batch)
+        outputs = task.forward(module, batch) if module is not None else model(batch)  # type: ignore[operator]
         if "labels" in batch:
             loss_sum += float(task.loss(outputs, batch)) * len(batch_idx)
             n_loss += len(batch_idx)
@@ -52,7 +60,8 @@ def infer(task: Task, model: nn.Module, encoded: Encoded, *, device: torch.devic
         else:
             score_out.extend(scores)
         idx_out.extend(batch_idx)
-    model.train(was_training)
+    if module is not None:
+        module.train(was_training)
     if world > 1:
         from accelerate.utils import gather_object
 
@@ -74,7 +83,7 @@ def predictions(task: Task, encoded: Encoded, scores: Any) -> Any:
     return post(scores, encoded) if post else scores
 
 
-def evaluate(task: Task, model: nn.Module, encoded: Encoded, **kw: Any) -> tuple[dict[str, Any], Any]:
+def evaluate(task: Task, model: Runnable, encoded: Encoded, **kw: Any) -> tuple[dict[str, Any], Any]:
     """Metrics of the model on `encoded` (with its loss when labelled) and the per-example predictions."""
     scores, loss = infer(task, model, encoded, **kw)
     scores = predictions(task, encoded, scores)

@@ -70,7 +70,8 @@ class BertForRelationClassification(BertPreTrainedModel):
 
     def marker_positions(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         def first(ids: list[int]) -> torch.Tensor:
-            hit = torch.isin(input_ids, torch.tensor(ids, device=input_ids.device))
+            # isin by comparison: the same result, and it exports to ONNX (aten::isin has no ONNX op)
+            hit = (input_ids.unsqueeze(-1) == torch.tensor(ids, device=input_ids.device)).any(dim=-1)
             # argmax of a 0/1 row is its first 1; rows with no marker give 0 ([CLS])
             return hit.int().argmax(dim=1)
 
