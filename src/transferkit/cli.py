@@ -365,6 +365,68 @@ def export(
     out.print(f"[green]exported[/] to {manifest['dir']}")
 
 
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="Run folder, model folder or export folder (ONNX)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    workers: int = typer.Option(1, min=1, help="Server processes, each with the model (its metrics are its own)."),
+    api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="API keys file (docs/deploy.md); also "
+                                            "TRANSFERKIT_API_KEYS."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (a trusted network only)."),
+    int8: bool = typer.Option(False, "--int8", help="Serve the int8 model."),
+    max_texts: int = typer.Option(64, min=1, help="Most inputs per request."),
+    max_chars: int = typer.Option(10_000, min=1, help="Most characters per input."),
+    max_queue: int = typer.Option(512, min=1, help="Most queued inputs before 429."),
+    max_batch_tokens: int = typer.Option(8192, min=64, help="Token budget of one model batch."),
+    max_wait_ms: float = typer.Option(5.0, min=0, help="How long a batch waits for more requests."),
+    timeout: float = typer.Option(30.0, min=0.001, help="Seconds before a request gets 504."),
+    log_texts: bool = typer.Option(False, "--log-texts", help="Log request texts, personal data masked."),
+) -> None:
+    """Serve a model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /readyz, /metrics, /docs."""
+    _setup_logging(quiet=False)
+    logging.getLogger("transferkit.serve").setLevel(logging.INFO)
+    with _user_errors():
+        import uvicorn
+
+        from transferkit.serve import ServeSettings, create_app
+
+        settings = ServeSettings(model=model, int8=int8, api_keys=api_keys, auth=not no_auth, max_texts=max_texts,
+                                 max_chars=max_chars, max_queue=max_queue, max_batch_tokens=max_batch_tokens,
+                                 max_wait_ms=max_wait_ms, timeout_s=timeout, log_texts=log_texts)
+        if workers == 1:
+            app_ = create_app(settings)  # loads and warms the model: a bad folder fails here, before the port opens
+            uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning",
+                        timeout_graceful_shutdown=int(timeout) + 5)
+        else:
+            os.environ["TRANSFERKIT_SERVE_SETTINGS"] = settings.model_dump_json()
+            create_app(settings)  # fail here on a bad folder or keys, not in every worker
+            uvicorn.run("transferkit.serve.app:from_environment", factory=True, host=host, port=port,
+                        workers=workers, access_log=False, log_level="warning",
+                        timeout_graceful_shutdown=int(timeout) + 5)
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys for `transferkit serve`.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    name: str = typer.Option("client", help="Name shown in the service's logs."),
+    scope: list[str] = typer.Option(["predict"], "--scope", help="predict and/or admin (repeat the option)."),
+) -> None:
+    """Make an API key: prints the key (give it to the client) and the keys-file entry that holds only its hash."""
+    from transferkit.serve.auth import SCOPES, digest, new_key
+
+    bad = [s for s in scope if s not in SCOPES]
+    if bad:
+        _fail(TransferkitError(f"--scope {bad[0]}: unknown scope; allowed: {', '.join(SCOPES)}"))
+    key = new_key()
+    typer.echo(f"key: {key}")
+    typer.echo("keys-file entry:")
+    typer.echo(f"  - name: {name}\n    sha256: {digest(key)}\n    scopes: [{', '.join(scope)}]")
+
+
 @config_app.command("validate")
 def config_validate(config: Path, overrides: Optional[list[str]] = OVERRIDES) -> None:
     """Check a config (finetune, or pretrain when it has a corpus section); list every problem."""
