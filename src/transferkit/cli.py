@@ -352,6 +352,12 @@ def export(
     tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="Largest |ONNX - PyTorch| score difference "
                                     "allowed on validation."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Check on the first N validation examples only."),
+    prune_heads: float = typer.Option(0.0, "--prune-heads", min=0.0, max=0.99, help="Fraction of attention heads to "
+                                      "remove (least important first) before exporting."),
+    prune_ffn: float = typer.Option(0.0, "--prune-ffn", min=0.0, max=0.99, help="Fraction of FFN neurons to remove "
+                                    "in every layer."),
+    recover_epochs: float = typer.Option(0.0, "--recover-epochs", min=0.0, help="Fine-tune the pruned model this "
+                                         "many epochs on the run's training split (its settings) before exporting."),
 ) -> None:
     """Export a run's model to ONNX (checked against PyTorch on the run's validation split), optionally with an
     int8 model that is only written when it keeps the validation metric within --max-drop points."""
@@ -360,7 +366,7 @@ def export(
         from transferkit.recipes.export import export as do_export
 
         manifest = do_export(run, output, int8=int8, max_drop=max_drop, force=force, tolerance=tolerance,
-                             limit=limit)
+                             limit=limit, prune_heads=prune_heads, prune_ffn=prune_ffn, recover_epochs=recover_epochs)
     out.print(Path(manifest["dir"], "README.md").read_text(encoding="utf-8"), highlight=False)
     out.print(f"[green]exported[/] to {manifest['dir']}")
 

@@ -158,3 +158,54 @@ def test_export_and_predict_cli(classifier, tmp_path, monkeypatch):
     gated = runner.invoke(app, ["export", str(classifier), "-o", str(tmp_path / "g"), "--int8"])
     assert gated.exit_code == 1 and "model.int8.onnx was not written" in gated.output, gated.output
     assert (tmp_path / "g" / ONNX_FILE).is_file()
+
+
+def test_model_card_metrics_equal_metrics_json(classifier):
+    """Every finetune writes model/README.md in Hugging Face's card format; its numbers are the run's."""
+    import yaml
+
+    from transferkit.deploy.card import read_card_metrics
+
+    summary = json.loads((classifier / "metrics.json").read_text())
+    card = (classifier / "model" / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---", 2)[1])
+    assert meta["pipeline_tag"] == "text-classification" and meta["library_name"] == "transformers"
+    assert "transferkit" in meta["tags"] and meta["datasets"] == ["d.csv"]
+    metrics = read_card_metrics(classifier / "model" / "README.md")
+    assert metrics == {"accuracy": summary["test"]["accuracy"], "macro_f1": summary["test"]["macro_f1"]}
+    assert f"| accuracy | {summary['test']['accuracy']:.4f} |" in card
+    assert f"{summary['train']['trainable_params']:,} of {summary['train']['total_params']:,}" in card
+
+
+def test_pruned_model_has_fewer_heads_loads_in_transformers_and_exports(classifier, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from transferkit.deploy.prune import choose_heads
+
+    dest = tmp_path / "pruned"
+    m = export(classifier, dest, prune_heads=0.5, prune_ffn=0.25, recover_epochs=1)
+    p = m["pruning"]
+    assert p["heads_before"] == 4 and p["heads_after"] == 2 and p["heads"] == [1, 1]  # 2 layers x 2 heads
+    assert p["ffn"] == [48, 48] and p["params_after"] < p["params_before"]
+    assert m["variants"]["onnx"]["max_abs_diff"] <= 1e-4  # the pruned model exports faithfully
+    # plain transformers loads the pruned folder (its class comes with it) with the pruned shapes
+    hf = AutoModelForSequenceClassification.from_pretrained(dest / "model", trust_remote_code=True).eval()
+    layer = hf.bert.encoder.layer[0]
+    assert layer.attention.self.query.out_features == 16 and layer.intermediate.dense.out_features == 48
+    assert sum(x.numel() for x in hf.parameters()) == p["params_after"]
+    ours = Predictor.load(dest / "model")
+    texts = TASKS["text_classification"][1]
+    enc = ours.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hf_probs = torch.softmax(hf(**enc).logits, -1)
+    for row, pred in zip(hf_probs, ours.predict(texts)):
+        assert [round(float(x), 5) for x in row] == [round(pred["probabilities"][k], 5) for k in ("negative", "positive")]
+    assert _close(Predictor.load(dest).predict(texts), ours.predict(texts))
+    # the least important heads go first, never a layer's last one
+    from transferkit.deploy.prune import Importance
+
+    imp = Importance(torch.tensor([[0.9, 0.1], [0.2, 0.3]]), [])
+    assert choose_heads(imp, 0.5) == {0: [1], 1: [0]}
+    assert choose_heads(Importance(torch.tensor([[0.1, 0.2], [0.9, 0.8]]), []), 0.5) == {0: [0], 1: [1]}
+

@@ -111,6 +111,10 @@ class Predictor:
         task = _read_task(d)
         config = AutoConfig.from_pretrained(d)
         head_cls = task.model_class(config)  # the task knows the class of its folder
+        from transferkit.modeling.heads import PRUNED
+
+        arch = (getattr(config, "architectures", None) or [""])[0]
+        head_cls = PRUNED.get(arch, head_cls)  # a pruned model: its class rebuilds the pruned shapes
         adapter = Path(path) if (Path(path) / "adapter_config.json").is_file() else None
         if adapter is None and (d / UNMERGED).is_file():
             adapter = (d / json.loads((d / UNMERGED).read_text())["adapter"]).resolve()

@@ -88,3 +88,59 @@ class BertForRelationClassification(BertPreTrainedModel):
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+# ---------------------------------------------------------------- pruned models (deploy/prune.py)
+# transformers 5 has no `prune_heads`: a pruned model records its shapes in config.transferkit_pruning
+# ({"heads": [per layer], "ffn": [per layer]}) and these classes rebuild them before the weights load.
+
+
+def apply_pruned_shapes(model, config) -> None:
+    spec = getattr(config, "transferkit_pruning", None)
+    if not spec:
+        return
+    d = config.hidden_size // config.num_attention_heads
+    hidden = config.hidden_size
+    for layer, heads, ffn in zip(model.base_model.encoder.layer, spec["heads"], spec["ffn"]):
+        sa = layer.attention.self
+        sa.num_attention_heads, sa.all_head_size = heads, heads * d
+        sa.query, sa.key, sa.value = (nn.Linear(hidden, heads * d) for _ in range(3))
+        layer.attention.output.dense = nn.Linear(heads * d, hidden)
+        layer.intermediate.dense = nn.Linear(hidden, ffn)
+        layer.output.dense = nn.Linear(ffn, hidden)
+
+
+def _pruned(base: type) -> type:
+    def __init__(self, config):
+        base.__init__(self, config)
+        apply_pruned_shapes(self, config)
+
+    return type(f"Pruned{base.__name__}", (base,), {"__init__": __init__, "__module__": __name__,
+                                                   "__doc__": f"{base.__name__} with pruned heads / FFN neurons."})
+
+
+from transformers import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification  # noqa: E402
+
+PrunedBertForSequenceClassification = _pruned(BertForSequenceClassification)
+PrunedBertForTokenClassification = _pruned(BertForTokenClassification)
+PrunedBertForQuestionAnswering = _pruned(BertForQuestionAnswering)
+PrunedBertMeanPoolingForSequenceClassification = _pruned(BertMeanPoolingForSequenceClassification)
+PrunedBertForRelationClassification = _pruned(BertForRelationClassification)
+PRUNED = {c.__name__: c for c in (PrunedBertForSequenceClassification, PrunedBertForTokenClassification,
+                                  PrunedBertForQuestionAnswering, PrunedBertMeanPoolingForSequenceClassification,
+                                  PrunedBertForRelationClassification)}
+AUTO_CLASS = {"PrunedBertForSequenceClassification": "AutoModelForSequenceClassification",
+              "PrunedBertForTokenClassification": "AutoModelForTokenClassification",
+              "PrunedBertForQuestionAnswering": "AutoModelForQuestionAnswering",
+              "PrunedBertMeanPoolingForSequenceClassification": "AutoModelForSequenceClassification",
+              "PrunedBertForRelationClassification": "AutoModelForSequenceClassification"}
+
+
+def pruned_class(cls: type) -> type:
+    if cls.__name__ in PRUNED:
+        return cls
+    name = f"Pruned{cls.__name__}"
+    if name not in PRUNED:
+        raise ValueError(f"no pruned variant of {cls.__name__}; prunable: "
+                         f"{', '.join(n[len('Pruned'):] for n in PRUNED)}")
+    return PRUNED[name]

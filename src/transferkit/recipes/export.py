@@ -45,19 +45,21 @@ def run_folder_of(path: Path) -> Path:
                      "split, so give the run folder that `transferkit finetune` wrote.")
 
 
-def validation_split(run_dir: Path, task: Any, limit: int | None) -> Any:
+def run_splits(run_dir: Path, task: Any, limit: int | None) -> tuple[Any, Any, Any]:
+    """The run's config and its training and validation splits (the first `limit` validation examples)."""
     from transferkit.config import load_config
     from transferkit.data.prepare import load_splits
     from transferkit.recipes.rundir import CONFIG
 
     cfg = load_config(run_dir / CONFIG)
-    val = load_splits(cfg.data, getattr(task, "read", None)).validation
+    splits = load_splits(cfg.data, getattr(task, "read", None))
+    val = splits.validation
     if len(val) == 0:
         raise ModelError(f"the run's validation split is empty ({run_dir / CONFIG}: data.split.validation): there "
                          "is nothing to check the export on.")
     if limit and len(val) > limit:
         val = val.subset(list(range(limit)))
-    return val
+    return cfg, splits.train, val
 
 
 def _flat(scores: Any) -> np.ndarray:
@@ -77,9 +79,15 @@ def _timed(fn: Any, repeats: int) -> tuple[float, Any]:
 
 def export(path: str | Path, out: str | Path | None = None, *, int8: bool = False, max_drop: float = 0.5,
            force: bool = False, tolerance: float = 1e-4, limit: int | None = None, batch_size: int = 32,
-           repeats: int = 1) -> dict[str, Any]:
+           repeats: int = 1, prune_heads: float = 0.0, prune_ffn: float = 0.0, recover_epochs: float = 0.0,
+           progress: bool = True) -> dict[str, Any]:
     """Export the run at `path`; returns the manifest (also written to OUT/export.json). Raises GateError
-    (after writing the fp32 export) when int8 is refused."""
+    (after writing the fp32 export) when int8 is refused.
+
+    `prune_heads` / `prune_ffn`: remove that fraction of attention heads / FFN neurons first (importance on the
+    run's training split), then fine-tune `recover_epochs` epochs through the same `fit()` (the run's training
+    settings); the pruned PyTorch model is written to OUT/model (it loads in transformers with
+    trust_remote_code=True)."""
     import torch
 
     from transferkit.deploy.onnx import INT8_FILE, ONNX_FILE, OnnxModel, export_onnx, traced_sample
@@ -101,7 +109,7 @@ def export(path: str | Path, out: str | Path | None = None, *, int8: bool = Fals
     task, tokenizer, model = torch_pred.task, torch_pred.tokenizer, torch_pred.model
     assert isinstance(model, torch.nn.Module)
     metric = task.primary_metric
-    val = validation_split(run_dir, task, limit)
+    cfg, train_split, val = run_splits(run_dir, task, limit)
     enc = task.encode(tokenizer, val)
     gold = task.gold(enc)
     log.info("export: %s validation examples (%s features) to check the export on", len(val), len(enc))
@@ -110,6 +118,28 @@ def export(path: str | Path, out: str | Path | None = None, *, int8: bool = Fals
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        def score(runner: Any) -> tuple[float, Any, float]:
+            secs, scores = _timed(lambda: infer(task, runner, enc, batch_size=batch_size)[0], repeats)
+            value = float(task.metrics(predictions(task, enc, scores), gold)[metric])
+            return value, scores, secs
+
+        def torch_variant(m: Any) -> tuple[dict[str, Any], Any]:
+            value, scores, secs = score(m)
+            size = sum(p.numel() * p.element_size() for p in m.parameters()) / 2**20
+            return {"file": None, "size_mb": size, metric: value, "seconds": secs,
+                    "parameters": sum(p.numel() for p in m.parameters())}, scores
+
+        variants: dict[str, dict[str, Any]] = {}
+        variants["pytorch"], t_scores = torch_variant(model)
+        pruning = None
+        if prune_heads > 0 or prune_ffn > 0:
+            pruning = _prune(task, model, tokenizer, cfg, train_split, enc, tmp, heads=prune_heads, ffn=prune_ffn,
+                             recover_epochs=recover_epochs, progress=progress)
+            variants["pytorch_pruned"], t_scores = torch_variant(model)
+            variants["pytorch_pruned"]["file"] = "model/"
+            from transferkit.deploy.predictor import save_model
+
+            save_model(model, tokenizer, task, tmp / "model")
         sample = traced_sample(task, enc.features, tokenizer.pad_token_id or 0)
         try:
             export_onnx(task, model, sample, tmp / ONNX_FILE)
@@ -117,16 +147,6 @@ def export(path: str | Path, out: str | Path | None = None, *, int8: bool = Fals
             raise
         except Exception as e:  # noqa: BLE001 - tracing errors come in many types
             raise ModelError(f"ONNX export of '{model_dir}' failed: {str(e).strip().splitlines()[0]}") from None
-
-        def score(runner: Any) -> tuple[float, Any, float]:
-            secs, scores = _timed(lambda: infer(task, runner, enc, batch_size=batch_size)[0], repeats)
-            value = float(task.metrics(predictions(task, enc, scores), gold)[metric])
-            return value, scores, secs
-
-        variants: dict[str, dict[str, Any]] = {}
-        t_metric, t_scores, t_secs = score(model)
-        variants["pytorch"] = {"file": None, "size_mb": sum(p.numel() * p.element_size() for p in model.parameters())
-                               / 2**20, metric: t_metric, "seconds": t_secs}
         fp32 = OnnxModel(tmp / ONNX_FILE)
         o_metric, o_scores, o_secs = score(fp32)
         diff = float(np.max(np.abs(_flat(t_scores) - _flat(o_scores)))) if len(enc) else 0.0
@@ -159,7 +179,7 @@ def export(path: str | Path, out: str | Path | None = None, *, int8: bool = Fals
             v["examples_per_s"] = n / max(v["seconds"], 1e-9)
         manifest = {"run": str(run_dir), "model": str(model_dir), "task": task.name, "metric": metric,
                     "validation_examples": n, "tolerance": tolerance, "opset": 17, "batch_size": batch_size,
-                    "threads": torch.get_num_threads(), "variants": variants, "int8_gate": gate}
+                    "threads": torch.get_num_threads(), "variants": variants, "int8_gate": gate, "pruning": pruning}
         tokenizer.save_pretrained(tmp)
         for name in ("task.json", "config.json"):
             shutil.copy2(model_dir / name, tmp / name)
@@ -179,6 +199,30 @@ def export(path: str | Path, out: str | Path | None = None, *, int8: bool = Fals
     return manifest
 
 
+def _prune(task: Any, model: Any, tokenizer: Any, cfg: Any, train_split: Any, val_enc: Any, tmp: Path, *,
+           heads: float, ffn: float, recover_epochs: float, progress: bool) -> dict[str, Any]:
+    from transferkit.deploy.prune import count_heads, importance, prune
+
+    train_enc = task.encode(tokenizer, train_split)
+    heads_before, params_before = count_heads(model), sum(p.numel() for p in model.parameters())
+    log.info("pruning: importance of heads and FFN neurons on %s training examples", min(len(train_enc), 1024))
+    imp = importance(task, model, train_enc, max_examples=1024)
+    info = prune(model, imp, heads=heads, ffn=ffn)
+    info.update(heads_fraction=heads, ffn_fraction=ffn, heads_before=heads_before, heads_after=count_heads(model),
+                params_before=params_before, params_after=sum(p.numel() for p in model.parameters()),
+                recover_epochs=recover_epochs)
+    log.info("pruned %s -> %s heads, %s -> %s parameters", heads_before, info["heads_after"], f"{params_before:,}",
+             f"{info['params_after']:,}")
+    if recover_epochs > 0:
+        from transferkit.training.loop import fit
+
+        train_cfg = cfg.train.model_copy(update={"epochs": recover_epochs, "max_steps": None})
+        fit(task, model, train_enc, val_enc, train_cfg, cfg.early_stopping, tmp / "recovery", progress=progress,
+            label="recovery fine-tuning")
+        shutil.rmtree(tmp / "recovery", ignore_errors=True)
+    return info
+
+
 def card(m: dict[str, Any]) -> str:
     metric = m["metric"]
     base = m["variants"]["pytorch"]
@@ -193,6 +237,11 @@ def card(m: dict[str, Any]) -> str:
                      f"| {v['examples_per_s'] / base['examples_per_s']:.2f}x |")
     lines += ["", f"ONNX vs PyTorch: max |score difference| {m['variants']['onnx']['max_abs_diff']:.2e} "
               f"(tolerance {m['tolerance']:.0e})."]
+    p = m.get("pruning")
+    if p:
+        lines.append(f"Pruned: {p['heads_before']} -> {p['heads_after']} attention heads, FFN {p['ffn_fraction']:.0%} "
+                     f"of neurons removed, {p['params_before']:,} -> {p['params_after']:,} parameters; recovery "
+                     f"fine-tuning: {p['recover_epochs']:g} epochs. The pruned PyTorch model is in model/.")
     g = m.get("int8_gate")
     if g:
         verdict = ("written" if not g["forced"] else "written with --force") if g["written"] else "NOT written"

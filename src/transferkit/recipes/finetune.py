@@ -184,5 +184,8 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
                   "trainable_fraction": trainable / max(total, 1)},
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
+    from transferkit.deploy.card import model_card
+
+    atomic_write_text(run_dir / "model" / "README.md", model_card(summary, cfg))
     write_report(run_dir, summary, result.history)
     return summary
