@@ -91,7 +91,8 @@ def main() -> None:
     ap.add_argument("run", help="a text-classification run folder (its export/ is made when missing)")
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--users", default="1,8,32,128")
-    ap.add_argument("--swap-to", default=None, help="folder to hot-swap to (default: a copy of the run's export)")
+    ap.add_argument("--swap-to", default=None, help="run or export folder to hot-swap to (default: a copy of the "
+                    "run's export)")
     ap.add_argument("--out", default=str(HERE / "bench/results"))
     a = ap.parse_args()
     users = [int(u) for u in a.users.split(",")]
@@ -140,7 +141,7 @@ def main() -> None:
 
     # past capacity: a small queue, many users
     port = free_port()
-    srv = Proc(servers["transferkit serve (PyTorch fp32)"][0](port, ("--max-queue", "16")), port,
+    srv = Proc(servers["transferkit serve (PyTorch fp32)"][0](port, ("--max-queue", "16", "--max-texts", "16")), port,
                {"TRANSFERKIT_API_KEYS": ""}, WORK / "server_overload.log")
     try:
         overload = locust(srv.url, 128, a.seconds, texts, key, WORK / "overload")
@@ -151,6 +152,12 @@ def main() -> None:
 
     # hot swap in the middle of a run
     target = Path(a.swap_to).resolve() if a.swap_to else WORK / "swap_export"
+    if a.swap_to and (target / "config.resolved.yaml").is_file():  # a run folder: its int8 export
+        if not (target / "export" / INT8_FILE).is_file():
+            from transferkit.recipes.export import export
+
+            export(target, int8=True)
+        target = target / "export"
     if not a.swap_to:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(run / "export", target)

@@ -368,7 +368,7 @@ def export(
         manifest = do_export(run, output, int8=int8, max_drop=max_drop, force=force, tolerance=tolerance,
                              limit=limit, prune_heads=prune_heads, prune_ffn=prune_ffn, recover_epochs=recover_epochs)
     out.print(Path(manifest["dir"], "README.md").read_text(encoding="utf-8"), highlight=False)
-    out.print(f"[green]exported[/] to {manifest['dir']}")
+    out.print(f"[green]exported[/] to {escape(manifest['dir'])}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -397,9 +397,16 @@ def serve(
 
         from transferkit.serve import ServeSettings, create_app
 
-        settings = ServeSettings(model=model, int8=int8, api_keys=api_keys, auth=not no_auth, max_texts=max_texts,
-                                 max_chars=max_chars, max_queue=max_queue, max_batch_tokens=max_batch_tokens,
-                                 max_wait_ms=max_wait_ms, timeout_s=timeout, log_texts=log_texts)
+        from pydantic import ValidationError
+
+        from transferkit.errors import ConfigError
+
+        try:
+            settings = ServeSettings(model=model, int8=int8, api_keys=api_keys, auth=not no_auth, max_texts=max_texts,
+                                     max_chars=max_chars, max_queue=max_queue, max_batch_tokens=max_batch_tokens,
+                                     max_wait_ms=max_wait_ms, timeout_s=timeout, log_texts=log_texts)
+        except ValidationError as e:
+            raise ConfigError([str(x["msg"]).removeprefix("Value error, ") for x in e.errors()], "serve options") from None
         if workers == 1:
             app_ = create_app(settings)  # loads and warms the model: a bad folder fails here, before the port opens
             uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning",

@@ -174,7 +174,7 @@ def test_texts_are_logged_only_when_asked_and_then_masked(runs, keys_file, caplo
 
 
 def test_full_queue_answers_429_with_retry_after(runs, keys_file):
-    with serve(runs / "v1", keys_file, max_queue=4, max_wait_ms=200) as s:
+    with serve(runs / "v1", keys_file, max_queue=4, max_texts=4, max_wait_ms=200) as s:
         with ThreadPoolExecutor(16) as pool:
             rs = list(pool.map(lambda i: httpx.post(s.url + "/v1/predict", json={"inputs": TEXTS[:3]}, headers=H,
                                                     timeout=30), range(16)))
@@ -318,3 +318,14 @@ def test_keys_new_prints_a_key_and_its_hash():
     assert f"sha256: {digest(key)}" in r.output and "scopes: [predict, admin]" in r.output
     bad = CliRunner().invoke(app, ["keys", "new", "--scope", "write"])
     assert bad.exit_code == 2 and "unknown scope" in bad.output
+
+
+def test_serve_options_that_contradict_are_refused_before_loading(tmp_path):
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+
+    r = CliRunner().invoke(app, ["serve", str(tmp_path), "--max-queue", "4", "--no-auth"])
+    assert r.exit_code == 2 and "max_queue (4) must be at least max_texts (64)" in r.output
+    r = CliRunner().invoke(app, ["serve", str(tmp_path / "missing"), "--no-auth"])
+    assert r.exit_code == 2 and "neither a run folder" in r.output

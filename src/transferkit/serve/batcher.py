@@ -1,8 +1,9 @@
 """Dynamic batching: concurrent requests are merged into model batches under a token budget.
 
 Requests wait in a bounded queue (counted in inputs). The model runs one batch at a time in a worker thread,
-so while it runs the next requests gather: an idle service answers a lone request after `max_wait_ms`, a busy
-one fills its batches up to `max_batch_tokens`. Each request gets back exactly its own predictions, in order;
+so while it runs the next requests gather: a busy service fills its batches up to `max_batch_tokens`; an idle
+one waits up to `max_wait_ms` for others to join the first request only while requests arrive closer together
+than that (a lone client is answered at once). Each request gets back exactly its own predictions, in order;
 the predictions of an input do not depend on what else was in its batch (inputs are scored independently,
 padding masked). A full queue refuses new work at once (QueueFull -> 429) instead of piling up timeouts.
 """
@@ -67,6 +68,8 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transferkit-model")
         self.batches = 0
+        self._last_arrival = float("-inf")
+        self._gap = float("inf")  # seconds between the last two arrivals
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -93,6 +96,7 @@ class Batcher:
         if self.waiting + len(items) > self.max_queue:
             raise QueueFull(self.waiting, self.max_queue)
         job = Job(items, pairs, sum(estimate_tokens(x) for x in items), asyncio.get_running_loop().create_future())
+        self._gap, self._last_arrival = job.enqueued - self._last_arrival, job.enqueued
         self.jobs.append(job)
         self.waiting += len(items)
         self.metrics.queue.set(self.waiting)
@@ -136,9 +140,10 @@ class Batcher:
             if not self.jobs:
                 self._wake.clear()
                 await self._wake.wait()
-            # an idle model: give concurrent requests a moment to join the first one
+            # an idle model: give concurrent requests a moment to join the first one, when requests are arriving
+            # closer together than that moment (a lone client would only lose the wait)
             first = self.jobs[0] if self.jobs else None
-            if first is not None and self.max_wait > 0:
+            if first is not None and self.max_wait > 0 and self._gap < self.max_wait:
                 left = self.max_wait - (time.perf_counter() - first.enqueued)
                 if left > 0 and sum(j.tokens for j in self.jobs) < self.max_tokens:
                     await asyncio.sleep(left)

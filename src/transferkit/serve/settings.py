@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ServeSettings(BaseModel):
@@ -27,3 +27,10 @@ class ServeSettings(BaseModel):
     timeout_s: float = Field(30.0, gt=0, description="A request still unanswered after this many seconds gets 504.")
     log_texts: bool = Field(False, description="Log request texts (e-mail addresses, phone and ID numbers masked).")
     batch_size: int = Field(64, ge=1, description="Forward-pass batch size inside one model batch.")
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> ServeSettings:
+        if self.max_queue < self.max_texts:
+            raise ValueError(f"max_queue ({self.max_queue}) must be at least max_texts ({self.max_texts}): a "
+                             "full-size request could never be queued")
+        return self
