@@ -79,3 +79,32 @@ def test_lora_in_mlm_pretraining(tiny_model, tmp_path):
     assert s["heldout_after"]["mlm_loss"] < s["heldout_before"]["mlm_loss"]
     with torch.no_grad():
         assert merged(input_ids=torch.tensor([[2, 10, 11, 3]])).logits.shape[-1] == s["model"]["vocab_size"]
+
+
+@pytest.mark.parametrize("max_steps", [4, 6])
+def test_mlm_head_warmup_leaves_the_encoder_unchanged(tiny_model, tmp_path, max_steps):
+    """head_warmup in continued pretraining of a checkpoint without an MLM head: for its 4 steps only the new head
+    (transform + decoder bias; the decoder weight is tied to the frozen embeddings) trains; then everything."""
+    from safetensors.torch import load_file
+
+    rng = random.Random(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(" ".join(sentence(rng, "positive") for _ in range(3)) for _ in range(120)))
+    cfg = load_pretrain_config(raw={
+        "name": "pt", "model": {"init": "pretrained", "path": str(tiny_model), "max_length": 32},
+        "corpus": {"sources": [str(corpus)], "heldout": 0.1}, "methods": {"head_warmup": {"steps": 4}},
+        "train": {"max_steps": max_steps, "batch_size": 8, "optimizer": {"lr": 1e-2}, "eval_every": 100,
+                  "log_every": 2},
+        "output": {"dir": str(tmp_path / "{name}")}})
+    summary = pretrain.run(cfg, progress=False)
+    before = load_file(tiny_model / "model.safetensors")
+    after = load_file(tmp_path / "pt/model/model.safetensors")
+    encoder = [k for k in before if "encoder" in k or "embeddings" in k]
+    assert len(encoder) > 10
+    changed = [k for k in encoder if not torch.equal(before[k], after["bert." + k.removeprefix("bert.")])]
+    if max_steps == 4:
+        assert changed == []  # the encoder and embeddings are exactly the checkpoint's
+        assert summary["heldout_after"]["mlm_loss"] < summary["heldout_before"]["mlm_loss"]  # the head learned
+    else:
+        assert len(changed) == len(encoder)  # after the warm-up every weight trains
+

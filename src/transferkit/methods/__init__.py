@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "prefix_tuning": "transferkit.methods.prefix_tuning:PrefixTuning",
     "layerwise_lr": "transferkit.methods.layerwise_lr:LayerwiseLR",
     "gradual_unfreezing": "transferkit.methods.unfreeze:GradualUnfreezing",
+    "head_warmup": "transferkit.methods.unfreeze:HeadWarmup",
     "fgm": "transferkit.methods.adversarial:FGM",
     "pgd": "transferkit.methods.adversarial:PGD",
     "freelb": "transferkit.methods.adversarial:FreeLB",

@@ -37,14 +37,14 @@ class GradualUnfreezing(Method):
 
     def prepare_model(self, model: Any, *, task: Any) -> Any:
         cfg: GradualUnfreezingConfig = self.cfg  # type: ignore[assignment]
-        config = getattr(model, "config", None)
+        config = getattr(getattr(model, "lm", model), "config", None)  # the pretraining task wraps the LM
         self._n_layers = int(getattr(config, "num_hidden_layers", 0))
         self._groups = {}
         for name, p in model.named_parameters():
             depth = depth_of(name, self._n_layers)
             if depth <= self._n_layers and p.requires_grad:  # encoder layers and embeddings, not the head
                 self._groups.setdefault(depth, []).append(p)
-        self.thawed = min(cfg.start_layers, self._n_layers + 1)
+        self.thawed = min(getattr(cfg, "start_layers", 0), self._n_layers + 1)  # head warm-up: none
         self._apply()
         return model
 
@@ -89,3 +89,26 @@ class GradualUnfreezing(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.thawed = int(state.get("thawed", self.thawed))
         self._apply()
+
+
+class HeadWarmupConfig(MethodConfig):
+    method: ClassVar[str] = "head_warmup"
+    summary: ClassVar[str] = "train only the head for N steps, then everything (LP-FT; an MLM head before DAPT)"
+    conflicts: ClassVar[tuple[str, ...]] = (*PEFT_METHODS, "gradual_unfreezing")
+
+    steps: int = Field(100, ge=1, description="Optimizer steps with the encoder and embeddings frozen (a tied "
+                       "output embedding, as in an MLM head, stays frozen with them).")
+
+
+class HeadWarmup(GradualUnfreezing):
+    """The head first, then the whole model at once (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained
+    Features": linear probing, then fine-tuning). For continued MLM pretraining of a checkpoint that ships without
+    an MLM head (MiniLM), the randomly initialised head is trained before its gradients reach the encoder."""
+
+    Config = HeadWarmupConfig  # type: ignore[assignment]
+
+    def on_step_end(self, *, step: int, model: Any, optimizer: Any) -> None:
+        cfg: HeadWarmupConfig = self.cfg  # type: ignore[assignment]
+        if step >= cfg.steps and self.thawed <= self._n_layers:
+            self.thawed = self._n_layers + 1
+            self._apply()
