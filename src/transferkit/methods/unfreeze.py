@@ -73,7 +73,7 @@ class GradualUnfreezing(Method):
         if type(model).__name__ == "DistributedDataParallel":
             from transferkit.errors import ConfigError
 
-            raise ConfigError(["methods -> gradual_unfreezing: runs in a single process only (DDP fixes the set of "
+            raise ConfigError([f"methods -> {self.name}: runs in a single process only (DDP fixes the set of "
                                "trainable parameters when it wraps the model); run without torchrun, or use "
                                "freeze.mode instead"])
 
