@@ -122,6 +122,16 @@ class NerConfig(Section):
     entities_column: str = Field(
         "entities", description="JSONL field of character-span entities ({start, end, label}) beside data.text_column."
     )
+    crf: bool = Field(
+        False, description="A linear-chain CRF over the word tags (pytorch-crf): trained by its log-likelihood, "
+        "decoded by Viterbi constrained to valid sequences of the scheme. Needs label_subtokens: first."
+    )
+
+    @model_validator(mode="after")
+    def _crf_on_words(self) -> NerConfig:
+        if self.crf and self.label_subtokens != "first":
+            raise ValueError("crf reads one tag per word: it needs label_subtokens: first")
+        return self
 
 
 class RelationConfig(Section):

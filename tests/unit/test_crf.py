@@ -76,3 +76,39 @@ def test_crf_loss_equals_hand_computed_nll_and_constraints_hold_after_training()
         opt.step()
     with torch.no_grad():
         assert float(crf.transitions[0, 2]) < FORBIDDEN / 2 and float(crf.start_transitions[2]) < FORBIDDEN / 2
+
+
+def test_ner_with_crf_trains_saves_its_transitions_and_decodes_valid_sequences(tiny_model, tmp_path):
+    import json
+
+    from transferkit.config import load_config
+    from transferkit.deploy.predictor import Predictor
+    from transferkit.errors import ConfigError
+    from transferkit.recipes import finetune
+    from transferkit.recipes.export import export
+
+    from conftest import ner_rows, tiny_config, write_jsonl
+
+    data = write_jsonl(tmp_path / "ner.jsonl", ner_rows(120))
+    raw = tiny_config(tiny_model, data, tmp_path, name="crf", train={"epochs": 4},
+                      task={"type": "token_classification", "ner": {"crf": True}})
+    summary = finetune.run(load_config(raw=raw), progress=False)
+    assert summary["test"]["f1"] > 0.5
+    desc = json.loads((tmp_path / "crf/model/task.json").read_text())
+    trans = np.array(desc["crf"]["transitions"])
+    labels = desc["labels"]
+    o, i_per = labels.index("O"), labels.index("I-PER")
+    assert trans[o, i_per] < FORBIDDEN / 2 and trans.shape == (len(labels), len(labels))
+    pred = Predictor.load(tmp_path / "crf")
+    assert pred.task.crf and pred.task.transitions is not None
+    texts = ["Carla joined Acme today", "Ivan joined Hooli", "today Acme joined Sofia and Pedro"]
+    out = pred.predict(texts)
+    for o_ in out:
+        assert valid([labels.index(t) for t in o_["tags"]], labels, "BIO")
+    assert [e["text"] for e in out[0]["entities"]] == ["Carla", "Acme"]
+    # the ONNX export decodes with the same transitions
+    export(tmp_path / "crf", tmp_path / "crf_export")
+    assert [x["tags"] for x in Predictor.load(tmp_path / "crf_export").predict(texts)] == [x["tags"] for x in out]
+    with pytest.raises(ConfigError, match="crf reads one tag per word: it needs label_subtokens: first"):
+        load_config(raw={**raw, "task": {"type": "token_classification",
+                                         "ner": {"crf": True, "label_subtokens": "all"}}})

@@ -33,6 +33,9 @@ def save_model(model: torch.nn.Module, tokenizer: Any, task: Any, out: Path) -> 
     """A model folder: weights + config (or, for a peft model that could not be merged, the config and a
     pointer to the run's adapter/ instead of weights), tokenizer, task.json."""
     out.mkdir(parents=True, exist_ok=True)
+    bind = getattr(task, "bind_model", None)
+    if bind is not None:  # what the task keeps of the model (a CRF's transition scores) is this model's
+        bind(model)
     if hasattr(model, "peft_config"):
         model.get_base_model().config.save_pretrained(out)  # type: ignore[operator]
         (out / UNMERGED).write_text(json.dumps({

@@ -43,6 +43,10 @@ class TokenClassificationTask:
     tags_column: str = "tags"
     text_column: str = "text"
     entities_column: str = "entities"
+    #: a CRF over the word tags (modeling/crf.py); its constrained transition scores once trained
+    crf: bool = False
+    transitions: dict[str, Any] | None = None
+    _crf_module: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, cfg) -> TokenClassificationTask:
@@ -54,17 +58,32 @@ class TokenClassificationTask:
         return cls(types=list(cfg.task.labels or []), scheme=n.scheme, label_subtokens=n.label_subtokens,
                    max_length=cfg.model.max_length, stride=stride, tokens_column=n.tokens_column,
                    tags_column=n.tags_column, text_column=cfg.data.text_column,
-                   entities_column=n.entities_column)
+                   entities_column=n.entities_column, crf=n.crf)
 
     @classmethod
     def from_description(cls, d: dict[str, Any]) -> TokenClassificationTask:
         return cls(types=d["types"], scheme=d["scheme"], label_subtokens=d["label_subtokens"],
-                   max_length=d["max_length"], stride=d["stride"], pad_token_id=d.get("pad_token_id", 0))
+                   max_length=d["max_length"], stride=d["stride"], pad_token_id=d.get("pad_token_id", 0),
+                   crf=bool(d.get("crf")), transitions=d.get("crf"))
 
     def describe(self) -> dict[str, Any]:
-        return {"task": self.name, "types": self.types, "labels": self.labels, "scheme": self.scheme,
-                "label_subtokens": self.label_subtokens, "max_length": self.max_length, "stride": self.stride,
-                "pad_token_id": self.pad_token_id}
+        d = {"task": self.name, "types": self.types, "labels": self.labels, "scheme": self.scheme,
+             "label_subtokens": self.label_subtokens, "max_length": self.max_length, "stride": self.stride,
+             "pad_token_id": self.pad_token_id}
+        if self.crf:
+            d["crf"] = self._transitions()
+        return d
+
+    def bind_model(self, model: Any) -> None:
+        """The model about to be saved or evaluated: its CRF is the one whose scores decode."""
+        crf = getattr(model, "crf", None)
+        if crf is not None:
+            self._crf_module = crf
+
+    def _transitions(self) -> dict[str, Any] | None:
+        from transferkit.modeling.crf import crf_scores
+
+        return crf_scores(self._crf_module) if self._crf_module is not None else self.transitions
 
     @property
     def labels(self) -> list[str]:
@@ -212,7 +231,12 @@ class TokenClassificationTask:
         from transferkit.modeling.load import instantiate, model_config
 
         config = model_config(ref, init, size, tokenizer, dropout, self.labels)
-        return instantiate(self.model_class(), ref, init, config)
+        model = instantiate(self.model_class(), ref, init, config)
+        if self.crf:
+            from transferkit.modeling.crf import constrained_crf
+
+            model.crf = constrained_crf(self.labels, self.scheme.upper())  # trained with the model, in its state
+        return model
 
     @staticmethod
     def model_class(config: Any = None) -> Any:
@@ -221,11 +245,30 @@ class TokenClassificationTask:
         return AutoModelForTokenClassification
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.crf:
+            self.bind_model(getattr(model, "module", model))  # DDP wraps it
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.crf and self._crf_module is not None:
+            return self._crf_loss(outputs.float(), batch["labels"])
         return nn.functional.cross_entropy(outputs.float().flatten(0, 1), batch["labels"].flatten(),
                                            ignore_index=IGNORE)
+
+    def _crf_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CRF negative log-likelihood of the word tags (the labelled first pieces, in order), per word."""
+        mask = labels != IGNORE
+        lengths = mask.sum(dim=1)
+        keep = lengths > 0
+        if not bool(keep.any()):
+            return logits.sum() * 0.0
+        width = int(lengths.max())
+        order = torch.argsort((~mask).int(), dim=1, stable=True)[:, :width]  # labelled positions first, in order
+        em = logits.gather(1, order.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        tags = labels.gather(1, order).clamp(min=0)
+        on = torch.arange(width, device=labels.device)[None] < lengths[:, None]
+        nll = -self._crf_module(em[keep], tags[keep], on[keep], reduction="sum")
+        return nll / lengths.sum()
 
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
         return torch.softmax(outputs.float(), dim=-1)
@@ -255,6 +298,14 @@ class TokenClassificationTask:
 
     def tags_of(self, probs: np.ndarray) -> list[str]:
         labels = self.labels
+        trans = self._transitions() if self.crf else None
+        if trans is not None and len(probs):
+            from transferkit.modeling.crf import viterbi
+
+            # log-probabilities differ from the logits by a constant per word: the same best path
+            path = viterbi(np.log(np.asarray(probs, dtype=np.float64) + 1e-12), np.asarray(trans["start_transitions"]),
+                           np.asarray(trans["end_transitions"]), np.asarray(trans["transitions"]))
+            return [labels[j] for j in path]
         tags = [labels[int(j)] for j in probs.argmax(axis=-1)] if len(probs) else []
         if self.scheme == "bioes" and self.label_subtokens == "all":
             # a word's first piece was trained as B- (word tagged S-) or I- (word tagged E-): rebuild the
