@@ -90,7 +90,7 @@ def test_ner_with_crf_trains_saves_its_transitions_and_decodes_valid_sequences(t
     from conftest import ner_rows, tiny_config, write_jsonl
 
     data = write_jsonl(tmp_path / "ner.jsonl", ner_rows(120))
-    raw = tiny_config(tiny_model, data, tmp_path, name="crf", train={"epochs": 4},
+    raw = tiny_config(tiny_model, data, tmp_path, name="crf", train={"epochs": 8, "optimizer": {"lr": 1e-2}},
                       task={"type": "token_classification", "ner": {"crf": True}})
     summary = finetune.run(load_config(raw=raw), progress=False)
     assert summary["test"]["f1"] > 0.5
