@@ -20,15 +20,6 @@ import time
 from pathlib import Path
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="run folder")
@@ -46,6 +37,7 @@ def main() -> None:
     from transferkit.data.prepare import load_splits
     from transferkit.deploy.onnx import INT8_FILE
     from transferkit.deploy.predictor import Predictor, model_dir_of
+    from transferkit.recipes.export import timed
 
     exp = Path(a.export) if a.export else Path(a.run) / "export"
     if not (exp / INT8_FILE).is_file():

@@ -68,7 +68,8 @@ def _flat(scores: Any) -> np.ndarray:
     return np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in scores]) if scores else np.zeros(0)
 
 
-def _timed(fn: Any, repeats: int) -> tuple[float, Any]:
+def timed(fn: Any, repeats: int) -> tuple[float, Any]:
+    """The median seconds of `repeats` calls of fn, and its last result."""
     times, out = [], None
     for _ in range(repeats):
         t = time.perf_counter()
@@ -119,7 +120,7 @@ def export(path: str | Path, out: str | Path | None = None, *, int8: bool = Fals
     tmp.mkdir(parents=True)
     try:
         def score(runner: Any) -> tuple[float, Any, float]:
-            secs, scores = _timed(lambda: infer(task, runner, enc, batch_size=batch_size)[0], repeats)
+            secs, scores = timed(lambda: infer(task, runner, enc, batch_size=batch_size)[0], repeats)
             value = float(task.metrics(predictions(task, enc, scores), gold)[metric])
             return value, scores, secs
 
