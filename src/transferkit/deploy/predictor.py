@@ -68,7 +68,7 @@ def _with_adapter(head_cls: Any, model_dir: Path, adapter: Path) -> torch.nn.Mod
     base_ref = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
     config = AutoConfig.from_pretrained(model_dir)
     # what may differ from the base checkpoint (the head, a vocabulary the task extended) is in the adapter
-    base = head_cls.from_pretrained(base_ref, config=config, ignore_mismatched_sizes=True)
+    base = head_cls.from_pretrained(base_ref, config=config, ignore_mismatched_sizes=True, dtype=torch.float32)
     return PeftModel.from_pretrained(base, adapter).eval()
 
 

@@ -37,12 +37,13 @@ def load_mlm(ref: str) -> tuple[Any, Any]:
         path = mload.resolve(ref)
     except ModelError as e:
         raise ConfigError([f"methods -> mlm_substitution -> model: {e}"]) from None
+    import torch
     import transformers
 
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise ConfigError([f"methods -> mlm_substitution -> model: '{ref}' cannot be loaded as a masked LM: "
                            f"{str(e).splitlines()[0]}"]) from None

