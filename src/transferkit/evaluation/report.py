@@ -97,9 +97,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[list[str]]:
     return [header] + [[fmt(v) for v in r] for r in rows]
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _md(t: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(t[0]) + " |", "|" + "---|" * len(t[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in t[1:]]
+    lines = ["| " + " | ".join(map(_cell, t[0])) + " |", "|" + "---|" * len(t[0])]
+    lines += ["| " + " | ".join(map(_cell, r)) + " |" for r in t[1:]]
     return "\n".join(lines)
 
 
@@ -109,13 +113,21 @@ def _html_table(t: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+#: the metrics the transfer table shows beside the run's own, when the task reports them
+TRANSFER_METRICS = ("macro_f1", "exact_match", "rouge1", "rouge2", "rougeL", "bleu", "chrf")
+
+
+def extra_metrics(row: dict[str, Any], metric: str) -> list[str]:
+    return [m for m in TRANSFER_METRICS if m in row and m != metric]
+
+
 def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] | None, str | None]]:
     """(title, table, note) per section; markdown and HTML render the same sections."""
     metric = summary["metric"]
     transfer = summary["transfer"]
     sections: list[tuple[str, list[list[str]] | None, str | None]] = []
-    second = next((m for m in ("macro_f1", "exact_match") if m in transfer["fine_tuned"] and m != metric), None)
-    rows = [[name_of(summary, k), transfer[k][metric], transfer[k].get(second, float("nan")),
+    extra = extra_metrics(transfer["fine_tuned"], metric)
+    rows = [[name_of(summary, k), transfer[k][metric], *(transfer[k].get(m, float("nan")) for m in extra),
              f"{(transfer[k][metric] - transfer['majority'][metric]) * 100:+.1f} pts" if "majority" in transfer else ""]
             for k in PRIMARY_ORDER if k in transfer]
     gain = ""
@@ -126,7 +138,7 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
         d = transfer["fine_tuned"][metric] - transfer["scratch"][metric]
         gain += f"Pretraining is worth {d * 100:+.1f} points over the same model trained from scratch."
     sections.append(("Transfer: what the pretrained weights bought",
-                     _table(["model", f"test {metric}", f"test {second or 'macro_f1'}", "over majority"], rows),
+                     _table(["model", f"test {metric}", *(f"test {m}" for m in extra), "over majority"], rows),
                      gain or None))
     scalars = [[k, v] for k, v in summary["test"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     sections.append(("Test metrics", _table(["metric", "value"], scalars), None))
@@ -135,6 +147,10 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
         sections.append(("Test metrics per class", _table(
             ["label", "precision", "recall", "F1", "support"],
             [[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in per_class.items()]), None))
+    if summary.get("samples"):
+        sections.append((f"Test samples (first {len(summary['samples'])})", _table(
+            ["input", "reference", "output"], [[_clip(r["input"]), r["reference"], r["output"]]
+                                               for r in summary["samples"]]), None))
     d = summary["data"]
     data_rows = [["train / validation / test", " / ".join(str(d["sizes"][s]) for s in ("train", "validation", "test"))],
                  ["duplicates removed", d["duplicates_removed_within"]],
@@ -159,6 +175,10 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
         sections.append(("Methods (in composition order)", _table(["method", "settings and what it did"], rows),
                          None))
     return sections
+
+
+def _clip(text: str, n: int = 160) -> str:
+    return text if len(text) <= n else text[:n - 1] + "…"
 
 
 def _short(v: Any) -> str:

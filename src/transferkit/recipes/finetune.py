@@ -105,7 +105,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
     from transferkit.deploy.predictor import save_model
     from transferkit.evaluation.compare import linear_probe, majority_baseline
     from transferkit.evaluation.evaluate import evaluate, infer, predictions
-    from transferkit.evaluation.report import write_report
+    from transferkit.evaluation.report import TRANSFER_METRICS, write_report
     from transferkit.training.checkpoint import atomic_write_text
     from transferkit.training.loop import fit
 
@@ -141,8 +141,9 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         return predictions(task, enc, infer(task, m, enc, device=acc.device, accelerator=acc)[0])
 
     methods.after_training(model=model, task=task, val=val, infer=scores_of)
-    test_metrics, _ = evaluate(task, model, test, device=acc.device, accelerator=acc, batch_size=64)
+    test_metrics, test_preds = evaluate(task, model, test, device=acc.device, accelerator=acc, batch_size=64)
     transfer["fine_tuned"] = test_metrics
+    samples = getattr(task, "report_samples", None)  # generation: inputs, references and outputs side by side
 
     if cfg.compare.scratch:
         log.info("training the same architecture from scratch on the same data and budget...")
@@ -172,9 +173,9 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         "labels": getattr(task, "types", None) or task.labels,  # NER: entity types, not tags
         "baseline_names": getattr(task, "baseline_names", {}),
         "model": cfg.model.path, "test": test_metrics, "methods": methods.describe(),
-        "transfer": {k: {m: v[m] for m in (metric, "macro_f1", "exact_match") if m in v}
-                     for k, v in transfer.items()},
+        "transfer": {k: {m: v[m] for m in (metric, *TRANSFER_METRICS) if m in v} for k, v in transfer.items()},
         "data": splits.report.as_dict(),
+        **({"samples": samples(splits.test, test_preds)} if samples is not None else {}),
         "train": {"steps": result.steps, "epochs": result.epochs_completed, "stopped_early": result.stopped_early,
                   "best_step": result.best_step, "best_validation": result.best_metric,
                   "seconds": result.train_seconds,

@@ -13,6 +13,7 @@ TASKS = {
     "token_classification": "transferkit.tasks.ner:TokenClassificationTask",
     "relation_extraction": "transferkit.tasks.relation:RelationExtractionTask",
     "question_answering": "transferkit.tasks.qa:QuestionAnsweringTask",
+    "seq2seq": "transferkit.tasks.seq2seq:Seq2SeqTask",
 }
 
 
