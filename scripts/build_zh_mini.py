@@ -65,7 +65,7 @@ def card(summary: dict, check: dict, size_mb: float) -> str:
     c, h, tr, m = summary["corpus"], summary["heldout_after"], summary["train"], summary["model"]
     return f"""---
 language: zh
-license: cc-by-4.0
+license: other  # weights: Apache-2.0 (transferkit); corpus licences below
 library_name: transformers
 pipeline_tag: fill-mask
 ---
