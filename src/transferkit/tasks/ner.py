@@ -21,7 +21,7 @@ from torch import nn
 from transferkit.data import tagging
 from transferkit.data.sources import Examples
 from transferkit.errors import ConfigError, DataError
-from transferkit.tasks.base import Encoded, pad_inputs
+from transferkit.tasks.base import Encoded, pad_inputs, pad_labels
 
 IGNORE = -100
 
@@ -218,10 +218,7 @@ class TokenClassificationTask:
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = pad_inputs(features, self.pad_token_id)
         if "labels" in features[0]:
-            labels = torch.full(batch["input_ids"].shape, IGNORE, dtype=torch.long)
-            for i, f in enumerate(features):
-                labels[i, :len(f["labels"])] = torch.tensor(f["labels"])
-            batch["labels"] = labels
+            batch["labels"] = pad_labels(features, batch["input_ids"].shape[1], IGNORE)
         return batch
 
     # ------------------------------------------------------------------ model

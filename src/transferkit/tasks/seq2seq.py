@@ -19,7 +19,7 @@ from torch import nn
 
 from transferkit.data.sources import Examples
 from transferkit.errors import ConfigError, DataError, ModelError
-from transferkit.tasks.base import Encoded, pad_inputs
+from transferkit.tasks.base import Encoded, pad_inputs, pad_labels
 
 IGNORE = -100
 DECODER_TOKENIZER = "decoder_tokenizer"  # subfolder of a model folder whose target tokenizer differs
@@ -30,10 +30,6 @@ BUILTIN = {
     "tatoeba_en_zh": "English -> Chinese sentence pairs (Tatoeba, CC-BY 2.0 FR; its fixed hash split)",
     "tatoeba_zh_en": "Chinese -> English sentence pairs (the same pairs and split)",
 }
-
-GENERATION_KEYS = ("max_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p",
-                   "no_repeat_ngram_size", "repetition_penalty", "length_penalty", "seed")
-
 
 def _examples(pairs: list[tuple[str, str]], where: str, name: str) -> Examples:
     return Examples(texts=[s for s, _ in pairs], labels=[t for _, t in pairs],
@@ -185,11 +181,7 @@ class Seq2SeqTask:
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = pad_inputs(features, self.pad_token_id)
         if "labels" in features[0]:
-            width = max(len(f["labels"]) for f in features)
-            labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
-            for i, f in enumerate(features):
-                labels[i, :len(f["labels"])] = torch.tensor(f["labels"])
-            batch["labels"] = labels
+            batch["labels"] = pad_labels(features, max(len(f["labels"]) for f in features), IGNORE)
         return batch
 
     # ------------------------------------------------------------------ model
@@ -202,25 +194,17 @@ class Seq2SeqTask:
 
         config = mload.load_config(ref) if init != "scratch" or size is None else None
         if config is not None and config.model_type in _seq2seq_types() and self.decoder is None:
-            # a seq2seq checkpoint: its own decoder and tokenizer
-            self.target_tokenizer = tokenizer
-            self.separate_target_tokenizer = False
+            # a seq2seq checkpoint: its own decoder, and the source tokenizer is the target's too
+            self._target_tokenizer(tokenizer)
             cfg = mload.load_config(ref, **mload.dropout_overrides(dropout))
-            model = mload.instantiate(AutoModelForSeq2SeqLM, ref, init, cfg)
-            return model
+            return mload.instantiate(AutoModelForSeq2SeqLM, ref, init, cfg)
         dec_ref = mload.resolve(self.decoder) if self.decoder else ref
         if self.tie_encoder_decoder and dec_ref != ref:
             raise ConfigError(["task -> seq2seq -> tie_encoder_decoder: the encoder and decoder share weights only "
                                f"when they are the same checkpoint (model.path '{ref}', decoder '{dec_ref}')"])
         if dec_ref != ref:
             mload.check_checkpoint(dec_ref, init="pretrained", max_length=self.max_target_length + 2, size=None)
-            if not self.separate_target_tokenizer:
-                self.target_tokenizer = mload.load_tokenizer(dec_ref)
-                self.separate_target_tokenizer = True
-        else:
-            self.target_tokenizer = tokenizer
-            self.separate_target_tokenizer = False
-        tgt_tok = self.target_tokenizer
+        tgt_tok = self._target_tokenizer(tokenizer)
         enc_cfg = (mload.scratch_config(ref, size, len(tokenizer)) if init == "scratch"
                    else mload.load_config(ref))
         dec_cfg = (mload.scratch_config(dec_ref, size, len(tgt_tok)) if init == "scratch"
@@ -267,12 +251,8 @@ class Seq2SeqTask:
     def generation_config(self, model: Any) -> Any:
         from transformers import GenerationConfig
 
-        g = dict(self.generation)
-        g.pop("seed", None)
-        kw = {k: v for k, v in g.items() if v is not None}
-        if not kw.get("do_sample"):
-            for k in ("temperature", "top_k", "top_p"):
-                kw.pop(k, None)
+        # the config refuses sampling knobs without do_sample, so what is set here is what acts
+        kw = {k: v for k, v in self.generation.items() if v is not None and k != "seed"}
         c = model.config
         return GenerationConfig(**kw, decoder_start_token_id=getattr(c, "decoder_start_token_id", None),
                                 pad_token_id=c.pad_token_id, eos_token_id=getattr(c, "eos_token_id", None),
