@@ -315,8 +315,10 @@ def summarize(study_name: str) -> None:
                      "s_per_epoch": timed[name]["seconds_per_epoch"] if name in timed else
                      statistics.median(r["seconds_per_epoch"] for r in runs),
                      "rss": timed[name]["peak_rss_mb"] if name in timed else
-                     statistics.median(r["peak_rss_mb"] for r in runs), "timed_alone": name in timed})
-    machine = next(iter(done.values()))["machine"] if done else "?"
+                     statistics.median(r["peak_rss_mb"] for r in runs), "timed_alone": name in timed,
+                     "machines": sorted({r["machine"] for r in runs})})
+    machines = sorted({m for r in rows for m in r["machines"]})
+    machine = " and ".join(machines) if machines else "?"
     minority = study.get("minority")
     lines = [f"# {study['title']}", "",
              f"Measured by `python bench/methods_table.py --study {study_name} run` on {machine}; settings chosen "
@@ -337,6 +339,11 @@ def summarize(study_name: str) -> None:
             lines.append(f"| {r['label']} | {setting} | {r['mean']:.4f} ± {r['std']:.4f} | {r['n']} | {r['val_mean']:.4f} "
                          f"| {pct_text(r['trainable_pct'])} | {r['s_per_epoch']:.1f}{'' if r['timed_alone'] else '*'} "
                          f"| {r['rss']:.0f} |")
+    if len(machines) > 1:
+        lines += ["", "Runs measured on another machine than the first listed (float results differ between CPUs, "
+                  "so compare these rows with care): " + "; ".join(
+                      f"{r['label']}: {', '.join(r['machines'])}" for r in rows if r["machines"] != machines[:1])
+                  + "."]
     if not minority and not all(r["timed_alone"] for r in rows):
         lines += ["", "\\* median over the study's runs, which shared the 2 cores with other work (not comparable "
                   "between rows); figures without \\* were measured alone (`timing`: 2 epochs of the chosen setting)."]

@@ -139,9 +139,12 @@ def pretrain(
 
         s = run(cfg, resume=resume, overwrite=overwrite, progress=not quiet).summary
     if s:
+        from transferkit.evaluation.report import pretrain_keys
+
         b, a, t = s["heldout_before"], s["heldout_after"], s["train"]
+        _, _, ak, aname = pretrain_keys(a)
         out.print(f"{s['name']}: held-out perplexity {b['perplexity']:.1f} -> {a['perplexity']:.2f}, "
-                  f"masked-token accuracy {b['masked_accuracy']:.3f} -> {a['masked_accuracy']:.3f}")
+                  f"{aname} {b[ak]:.3f} -> {a[ak]:.3f}")
         out.print(f"training: {t['steps']} steps, {t['seconds']:.0f} s, {t['tokens_per_s']:.0f} tokens/s, "
                   f"padding {t['padding_fraction']:.1%}, peak RSS {t['peak_rss_mb']:.0f} MB")
         out.print(f"report: {cfg.run_dir / 'report.md'} · model: {cfg.run_dir / 'model'} "

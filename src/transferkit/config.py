@@ -202,12 +202,21 @@ class Seq2SeqConfig(Section):
     source_prefix: str = Field("", description="Text put before every source (e.g. 'summarize: ' for T5).")
 
 
+class CausalLMConfig(Section):
+    max_target_length: int = Field(48, ge=2, description="Replies are cut to this many tokens in training.")
+    max_turns: int = Field(
+        4, ge=1, description="Turns of the conversation before the reply that the model sees (the built-in "
+        "conversation sets make one example of every reply with up to this many turns before it)."
+    )
+
+
 class TaskConfig(Section):
     type: Literal["text_classification", "token_classification", "relation_extraction",
-                  "question_answering", "seq2seq"] = Field(
+                  "question_answering", "seq2seq", "causal_lm"] = Field(
         "text_classification", description="The task: text_classification, token_classification (NER), "
-        "relation_extraction, question_answering (extractive) or seq2seq (summarization, translation: text in, "
-        "text out; the target is data.label_column)."
+        "relation_extraction, question_answering (extractive), seq2seq (summarization, translation: text in, "
+        "text out; the target is data.label_column) or causal_lm (dialogue with a decoder-only model: the "
+        "context, turns one per line, in data.text_column, the reply in data.label_column)."
     )
     pooling: Literal["cls", "mean"] = Field(
         "cls",
@@ -223,8 +232,9 @@ class TaskConfig(Section):
     relation: RelationConfig = Field(default_factory=RelationConfig, description="relation_extraction settings.")
     qa: QAConfig = Field(default_factory=QAConfig, description="question_answering settings.")
     seq2seq: Seq2SeqConfig = Field(default_factory=Seq2SeqConfig, description="seq2seq settings.")
+    causal_lm: CausalLMConfig = Field(default_factory=CausalLMConfig, description="causal_lm settings.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig,
-                                         description="Text generation settings (seq2seq).")
+                                         description="Text generation settings (seq2seq, causal_lm).")
 
 
 class OptimizerConfig(Section):
@@ -362,8 +372,10 @@ class RunConfig(Section):
                 problems.append(f"data -> text_pair_column: sentence pairs are a text_classification input, not "
                                 f"{kind}'s; remove it")
         for key, owner in (("ner", "token_classification"), ("relation", "relation_extraction"),
-                           ("qa", "question_answering"), ("seq2seq", "seq2seq"), ("generation", "seq2seq")):
-            if kind != owner and getattr(self.task, key) != getattr(defaults, key):
+                           ("qa", "question_answering"), ("seq2seq", "seq2seq"), ("causal_lm", "causal_lm"),
+                           ("generation", "seq2seq")):
+            if kind != owner and not (key == "generation" and kind == "causal_lm") and \
+                    getattr(self.task, key) != getattr(defaults, key):
                 problems.append(f"task -> {key}: settings of {owner}, but task.type is {kind}; remove them or "
                                 f"set task.type: {owner}")
         multilabel = self.task.multilabel and kind == "text_classification"
@@ -392,8 +404,10 @@ VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
     "relation_extraction": ("f1", "precision", "recall", "accuracy", "macro_f1", "loss"),
     "question_answering": ("f1", "exact_match"),
     "seq2seq": ("rougeL", "rouge1", "rouge2", "bleu", "chrf", "loss"),
+    "causal_lm": ("lm_loss", "perplexity", "distinct_1", "distinct_2", "rougeL", "bleu", "chrf", "loss"),
     "pretrain": ("mlm_loss", "perplexity", "masked_accuracy"),
     "pretrain/pair": ("mlm_loss", "perplexity", "masked_accuracy", "pair_accuracy"),
+    "pretrain/causal": ("lm_loss", "perplexity", "next_token_accuracy"),
 }
 
 
@@ -402,8 +416,13 @@ def validation_metrics(kind: str, *, multilabel: bool = False, pair: bool = Fals
     return VALIDATION_METRICS[key]
 
 
+def minimized(metric: str) -> bool:
+    """Metrics where smaller is better (losses, perplexity): early stopping's default mode is min for them."""
+    return metric.endswith("loss") or metric == "perplexity"
+
+
 def _metric_problems(early: EarlyStoppingConfig, allowed: tuple[str, ...]) -> list[str]:
-    if early.metric is not None and early.metric.endswith("loss") and early.mode == "max":
+    if early.metric is not None and minimized(early.metric) and early.mode == "max":
         return [f"early_stopping -> mode: 'max' would keep the model with the largest {early.metric}; losses are "
                 "minimised: use mode: min (or leave mode out)"]
     if early.metric is None or early.metric in allowed:
@@ -535,6 +554,10 @@ class CorpusConfig(Section):
 
 
 class ObjectiveConfig(Section):
+    kind: Literal["mlm", "causal"] = Field(
+        "mlm", description="'mlm': masked language modelling (BERT; the mask settings below apply); 'causal': "
+        "next-token prediction (a decoder for causal_lm and seq2seq; a BERT is built or loaded as a decoder)."
+    )
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0, description="Fraction of tokens selected for prediction.")
     mask_fraction: float = Field(0.8, ge=0.0, le=1.0, description="Of the selected tokens: replaced by [MASK].")
     random_fraction: float = Field(
@@ -555,6 +578,9 @@ class ObjectiveConfig(Section):
     def _fractions(self) -> ObjectiveConfig:
         if self.mask_fraction + self.random_fraction > 1.0 + 1e-9:
             raise ValueError("mask_fraction + random_fraction must be at most 1")
+        if self.kind == "causal" and self.pair != "none":
+            raise ValueError(f"pair: '{self.pair}' is a sentence-pair head of masked-LM pretraining; with kind: causal "
+                             "remove it")
         return self
 
 
@@ -564,7 +590,7 @@ def _pretrain_train() -> TrainConfig:
 
 
 def _pretrain_early() -> EarlyStoppingConfig:
-    return EarlyStoppingConfig(enabled=False, metric="mlm_loss", mode="min")
+    return EarlyStoppingConfig(enabled=False, metric=None, mode="min")  # metric: the objective's loss
 
 
 class PretrainConfig(Section):
@@ -577,7 +603,7 @@ class PretrainConfig(Section):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="Pretraining objectives.")
     train: TrainConfig = Field(default_factory=_pretrain_train, description="The training loop.")
     early_stopping: EarlyStoppingConfig = Field(
-        default_factory=_pretrain_early, description="Early stopping on the held-out MLM loss."
+        default_factory=_pretrain_early, description="Early stopping on the held-out loss of the objective (mlm_loss or lm_loss)."
     )
     methods: dict[str, Any] = Field(default_factory=dict, description=METHODS_HELP)
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
@@ -588,7 +614,8 @@ class PretrainConfig(Section):
 
     def cross_checks(self) -> list[str]:
         return _output_dir_problems(self.output.dir) + _method_problems(self, "pretrain") + _metric_problems(
-            self.early_stopping, validation_metrics("pretrain", pair=self.objective.pair != "none"))
+            self.early_stopping, validation_metrics("pretrain/causal") if self.objective.kind == "causal" else
+            validation_metrics("pretrain", pair=self.objective.pair != "none"))
 
 
 # ---------------------------------------------------------------- loading

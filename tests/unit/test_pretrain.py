@@ -3,6 +3,7 @@ jieba words), packing, sentence-pair labels, vocabulary extension, and a pretrai
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -174,6 +175,43 @@ def test_pretrain_then_finetune_round_trip(tmp_path):
     summary = finetune.run(ft, progress=False)
     assert summary["test"]["accuracy"] >= 0.8
     assert (tmp_path / "ft" / "model" / "config.json").is_file()
+
+
+def test_causal_pretraining_gives_a_decoder_that_causal_lm_fine_tuning_starts_from(tmp_path):
+    from transformers import AutoModelForCausalLM, pipeline
+
+    from transferkit.config import load_config, load_pretrain_config
+    from transferkit.recipes import finetune, pretrain
+
+    rng = random.Random(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(sentence(rng, rng.choice(["positive", "negative"]))
+                                            for _ in range(4)) for _ in range(300)), encoding="utf-8")
+    cfg = load_pretrain_config(raw={
+        "name": "clm", "model": {"init": "scratch", "size": "tiny", "max_length": 32},
+        "tokenizer": {"vocab_size": 120}, "corpus": {"sources": [str(corpus)], "heldout": 0.1},
+        "objective": {"kind": "causal"},
+        "train": {"max_steps": 40, "batch_size": 16, "optimizer": {"lr": 1e-3}, "eval_every": 20, "log_every": 10},
+        "output": {"dir": str(tmp_path / "{name}")}})
+    s = pretrain.run(cfg, progress=False)
+    b, a = s["heldout_before"], s["heldout_after"]
+    assert a["lm_loss"] < b["lm_loss"] - 0.5 and a["perplexity"] == pytest.approx(math.exp(a["lm_loss"]), rel=1e-6)
+    assert_declared_metrics(a, "pretrain/causal")
+    assert "next-token accuracy" in (tmp_path / "clm" / "report.md").read_text()
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "clm" / "model")
+    assert lm.config.is_decoder and type(lm).__name__ == "BertLMHeadModel"
+    gen = pipeline("text-generation", model=str(tmp_path / "clm" / "model"), device="cpu")
+    assert len(gen("the movie was", max_new_tokens=3, do_sample=False)[0]["generated_text"]) > len("the movie was")
+
+    # the decoder pretrained here starts a causal_lm fine-tuning
+    rows = [{"text": r["text"], "reply": "great" if r["label"] == "positive" else "awful"}
+            for r in make_rows(120, seed=2)]
+    data = write_csv(tmp_path / "dialogue.csv", rows)
+    raw = tiny_config(tmp_path / "clm", {"source": str(data), "label_column": "reply"}, tmp_path, name="chat",
+                      model={"max_length": 32}, task={"type": "causal_lm", "generation": {"max_new_tokens": 2}})
+    raw["train"]["epochs"] = 1
+    summary = finetune.run(load_config(raw=raw), progress=False)
+    assert summary["test"]["reply_tokens"] > 0 and math.isfinite(summary["test"]["perplexity"])
 
 
 def test_pretrain_config_and_corpus_errors(tmp_path):

@@ -106,6 +106,28 @@ def tatoeba_part(english: str, seed: int = 42) -> str:
     return "validation" if h < 0.1 else "test" if h < 0.2 else "train"
 
 
+def chatterbot_conversations(language: str) -> list[list[str]]:
+    """The conversations of chatterbot-corpus 1.3.3 (BSD) in one language ('english', 'chinese'): lists of
+    turns, in file order."""
+    import yaml
+
+    root = package_dir("chatterbot_corpus", "chatterbot-corpus==1.3.3") / "data" / language
+    out = []
+    for f in sorted(root.glob("*.yml")):
+        data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        for conv in data.get("conversations", []):
+            turns = [str(t).strip() for t in conv if t is not None and str(t).strip()]
+            if turns:
+                out.append(turns)
+    return out
+
+
+def dialogue_part(turns: list[str], seed: int = 42) -> str:
+    """The default split of a conversation (80/10/10 by a hash of its turns): every reply of one conversation
+    lands in the same part, and the Chinese pretraining corpus takes the training part only."""
+    return tatoeba_part("\n".join(turns), seed)
+
+
 BUILTIN: dict[str, Callable[[], Dataset]] = {
     "rotten_tomatoes": rotten_tomatoes,
     "bbc_news": bbc_news,

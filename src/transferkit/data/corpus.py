@@ -118,18 +118,11 @@ def _rotten_tomatoes_text() -> list[Document]:
 
 
 def _chatterbot_zh_text() -> list[Document]:
-    """The Simplified Chinese dialogues of chatterbot-corpus 1.3.3 (BSD): one conversation per document."""
-    import yaml
+    """The Simplified Chinese dialogues of chatterbot-corpus 1.3.3 (BSD): one conversation per document; the
+    conversations of the dialogue task's validation and test parts are left out."""
+    from transferkit.data.builtin import chatterbot_conversations, dialogue_part
 
-    root = package_dir("chatterbot_corpus", "chatterbot-corpus==1.3.3") / "data" / "chinese"
-    docs = []
-    for f in sorted(root.glob("*.yml")):
-        data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-        for conv in data.get("conversations", []):
-            turns = [str(t).strip() for t in conv if str(t).strip()]
-            if turns:
-                docs.append(turns)
-    return docs
+    return [c for c in chatterbot_conversations("chinese") if dialogue_part(c) == "train"]
 
 
 MANPAGES_ZH = Path("/usr/share/man/zh_CN")

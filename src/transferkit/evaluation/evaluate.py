@@ -58,7 +58,7 @@ def infer(task: Task, model: Runnable, encoded: Encoded, *, device: torch.device
             loss_sum += float(task.loss(outputs, batch)) * len(batch_idx)
             n_loss += len(batch_idx)
         if generate is not None:
-            score_out.extend(generate(module, batch))
+            score_out.extend(generate(module, batch, outputs if "labels" in batch else None))
             idx_out.extend(batch_idx)
             continue
         scores = task.scores(outputs).cpu().numpy()

@@ -113,12 +113,18 @@ def _html_table(t: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-#: the metrics the transfer table shows beside the run's own, when the task reports them
+#: the metrics the transfer table shows beside the run's own, when the task reports them (a task may name its
+#: own in `transfer_metrics`)
 TRANSFER_METRICS = ("macro_f1", "exact_match", "rouge1", "rouge2", "rougeL", "bleu", "chrf")
 
 
+def transfer_metrics(task: Any) -> tuple[str, ...]:
+    return tuple(getattr(task, "transfer_metrics", TRANSFER_METRICS))
+
+
 def extra_metrics(row: dict[str, Any], metric: str) -> list[str]:
-    return [m for m in TRANSFER_METRICS if m in row and m != metric]
+    """The scalar metrics of a transfer-table row beside the run's own, in the row's order."""
+    return [m for m, v in row.items() if m != metric and isinstance(v, (int, float))]
 
 
 def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] | None, str | None]]:
@@ -240,19 +246,27 @@ def _write(run_dir: Path, title: str, lead: str, sections, plots: list[tuple[str
     return md_path, html_path
 
 
+def pretrain_keys(metrics: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(loss key, its name, accuracy key, its name) of a pretraining objective's held-out metrics."""
+    if "lm_loss" in metrics:
+        return "lm_loss", "next-token loss", "next_token_accuracy", "next-token accuracy"
+    return "mlm_loss", "MLM loss", "masked_accuracy", "masked-token accuracy"
+
+
 def plot_pretrain_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
     train = [(h["step"], h["loss"]) for h in history if h["split"] == "train" and "loss" in h]
-    val = [h for h in history if h["split"] == "validation" and "mlm_loss" in h]
+    val = [h for h in history if h["split"] == "validation" and ("mlm_loss" in h or "lm_loss" in h)]
     if not train and not val:
         return None
     plt = _plt()
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    lk, lname, ak, aname = pretrain_keys(val[0] if val else {})
     if train:
-        ax[0].plot(*zip(*train), label="train loss (MLM + pair)")
+        ax[0].plot(*zip(*train), label="train loss" + (" (MLM + pair)" if val and "pair_accuracy" in val[0] else ""))
     if val:
         steps = [h["step"] for h in val]
-        ax[0].plot(steps, [h["mlm_loss"] for h in val], "o-", label="held-out MLM loss")
-        ax[1].plot(steps, [h["masked_accuracy"] for h in val], "o-", color="tab:green", label="masked accuracy")
+        ax[0].plot(steps, [h[lk] for h in val], "o-", label=f"held-out {lname}")
+        ax[1].plot(steps, [h[ak] for h in val], "o-", color="tab:green", label=aname)
         if "pair_accuracy" in val[0]:
             ax[1].plot(steps, [h["pair_accuracy"] for h in val], "s-", color="tab:purple", label="pair accuracy")
         ax[1].legend()
@@ -270,8 +284,9 @@ def plot_pretrain_curves(history: list[dict[str, Any]], path: Path) -> Path | No
 def write_pretrain_report(run_dir: Path, summary: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Path, Path]:
     b, a, t, c, m = (summary["heldout_before"], summary["heldout_after"], summary["train"], summary["corpus"],
                      summary["model"])
-    keys = [("mlm_loss", "MLM loss", ".4f"), ("perplexity", "perplexity", ".2f"),
-            ("masked_accuracy", "masked-token accuracy", ".4f"), ("pair_accuracy", "sentence-pair accuracy", ".4f")]
+    lk, lname, ak, aname = pretrain_keys(a)
+    keys = [(lk, lname, ".4f"), ("perplexity", "perplexity", ".2f"), (ak, aname, ".4f"),
+            ("pair_accuracy", "sentence-pair accuracy", ".4f")]
     held = _table(["held-out", "before", "after"],
                   [[name, format(b[k], f), format(a[k], f)] for k, name, f in keys if k in a])
     model = m["path"] if m["init"] == "pretrained" else f"BERT-{m['size']} from scratch"
@@ -296,6 +311,6 @@ def write_pretrain_report(run_dir: Path, summary: dict[str, Any], history: list[
     curves = plot_pretrain_curves(history, run_dir / "curves.png")
     if curves:
         plots.append(("Training curves", curves))
-    lead = (f"Pretraining · held-out perplexity {b['perplexity']:.1f} -> **{a['perplexity']:.2f}**, masked-token "
-            f"accuracy {b['masked_accuracy']:.3f} -> **{a['masked_accuracy']:.3f}**")
+    lead = (f"Pretraining · held-out perplexity {b['perplexity']:.1f} -> **{a['perplexity']:.2f}**, {aname} "
+            f"{b[ak]:.3f} -> **{a[ak]:.3f}**")
     return _write(run_dir, f"transferkit pretraining report: {summary['name']}", lead, sections, plots)

@@ -108,6 +108,10 @@ def export(path: str | Path, out: str | Path | None = None, *, int8: bool = Fals
                          "is replaced).")
     torch_pred = Predictor.load(src, device="cpu")
     task, tokenizer, model = torch_pred.task, torch_pred.tokenizer, torch_pred.model
+    if getattr(task, "generate", None) is not None:
+        raise ModelError(f"'{src}' is a {task.name} run: it generates text token by token, which this ONNX export "
+                         "(one forward pass per input) does not cover. Serve the run folder itself: "
+                         f"`transferkit serve {src}` (PyTorch), or `transferkit predict {src}`.")
     assert isinstance(model, torch.nn.Module)
     metric = task.primary_metric
     cfg, train_split, val = run_splits(run_dir, task, limit)

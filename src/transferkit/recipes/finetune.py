@@ -105,7 +105,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
     from transferkit.deploy.predictor import save_model
     from transferkit.evaluation.compare import linear_probe, majority_baseline
     from transferkit.evaluation.evaluate import evaluate, infer, predictions
-    from transferkit.evaluation.report import TRANSFER_METRICS, write_report
+    from transferkit.evaluation.report import transfer_metrics, write_report
     from transferkit.training.checkpoint import atomic_write_text
     from transferkit.training.loop import fit
 
@@ -173,7 +173,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         "labels": getattr(task, "types", None) or task.labels,  # NER: entity types, not tags
         "baseline_names": getattr(task, "baseline_names", {}),
         "model": cfg.model.path, "test": test_metrics, "methods": methods.describe(),
-        "transfer": {k: {m: v[m] for m in (metric, *TRANSFER_METRICS) if m in v} for k, v in transfer.items()},
+        "transfer": {k: {m: v[m] for m in (metric, *transfer_metrics(task)) if m in v} for k, v in transfer.items()},
         "data": splits.report.as_dict(),
         **({"samples": samples(splits.test, test_preds)} if samples is not None else {}),
         "train": {"steps": result.steps, "epochs": result.epochs_completed, "stopped_early": result.stopped_early,

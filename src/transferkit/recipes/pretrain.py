@@ -42,19 +42,29 @@ def _tokenizer(cfg: PretrainConfig, corpus) -> tuple[Any, Any, list[tuple[str, i
     return extend_vocabulary(base, [w for w, _, _ in words]), base, words
 
 
+#: architectures that become decoders by `is_decoder` (causal self-attention, the MLM head predicts the next token)
+DECODER_BY_FLAG = ("bert", "roberta", "xlm-roberta", "electra")
+
+
 def _build_lm(cfg: PretrainConfig, tokenizer, pair: bool):
-    from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertForPreTraining, set_seed
+    from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, BertForMaskedLM,
+                              BertForPreTraining, BertLMHeadModel, set_seed)
 
     m = cfg.model
+    causal = cfg.objective.kind == "causal"
     set_seed(cfg.train.seed)
     drop = mload.dropout_overrides(m.dropout)
     if m.init == "scratch":
         kw: dict[str, Any] = {**mload.SIZES[m.size], **drop}
         config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, m.max_length),
-                            pad_token_id=tokenizer.pad_token_id, **kw)
-        return (BertForPreTraining if pair else BertForMaskedLM)(config)
+                            pad_token_id=tokenizer.pad_token_id, is_decoder=causal, **kw)
+        return BertLMHeadModel(config) if causal else (BertForPreTraining if pair else BertForMaskedLM)(config)
     ref = mload.resolve(str(m.path))
     config = mload.load_config(ref, **drop)
+    if causal:
+        if config.model_type in DECODER_BY_FLAG:
+            config.is_decoder = True
+        return mload.instantiate(AutoModelForCausalLM, ref, "pretrained", config)
     if pair:
         if config.model_type != "bert":
             raise ConfigError([f"objective -> pair: NSP/SOP heads are implemented for BERT, not "
@@ -68,7 +78,7 @@ def _encode(cfg: PretrainConfig, tokenizer, corpus, task):
 
     o, L = cfg.objective, cfg.model.max_length
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    words = o.chinese_words if o.whole_word else "characters"
+    words = o.chinese_words if o.whole_word and o.kind == "mlm" else "characters"
     out = []
     for part, docs in (("train", corpus.train), ("heldout", corpus.heldout)):
         t0 = time.perf_counter()
@@ -86,6 +96,20 @@ def _encode(cfg: PretrainConfig, tokenizer, corpus, task):
     return train, task.fix_masks(held, seed=cfg.corpus.seed)
 
 
+def _task(cfg: PretrainConfig, tokenizer: Any) -> Any:
+    from transferkit.tasks.clm import CausalPretrainTask
+    from transferkit.tasks.mlm import MaskedLMTask
+
+    o = cfg.objective
+    if tokenizer.pad_token_id is None:
+        raise ConfigError([f"model -> path: the tokenizer of '{cfg.model.path}' has no padding token"])
+    if o.kind == "causal":
+        return CausalPretrainTask(pad_id=tokenizer.pad_token_id)
+    return MaskedLMTask(mask_id=tokenizer.mask_token_id, pad_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
+                        mlm_probability=o.mlm_probability, mask_fraction=o.mask_fraction,
+                        random_fraction=o.random_fraction, whole_word=o.whole_word, pair=o.pair)
+
+
 def padding_fraction(encoded, batches) -> float:
     real = sum(encoded.lengths)
     padded = sum(max(encoded.lengths[i] for i in b) * len(b) for b in batches)
@@ -96,7 +120,6 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     from transferkit.data.corpus import load_corpus
     from transferkit.recipes import rundir
     from transferkit.recipes.finetune import open_run
-    from transferkit.tasks.mlm import MaskedLMTask
 
     # 1. Checks and inputs, before anything is written.
     folder = rundir.plan(cfg, cfg.run_dir, "pretrain", resume=resume, overwrite=overwrite)
@@ -108,10 +131,7 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     log.info("corpus: %s", corpus.stats)
     folder.check_data(rundir.fingerprint(s for d in corpus.train for s in d))
     tokenizer, old_tokenizer, added = _tokenizer(cfg, corpus)
-    o = cfg.objective
-    task = MaskedLMTask(mask_id=tokenizer.mask_token_id, pad_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
-                        mlm_probability=o.mlm_probability, mask_fraction=o.mask_fraction,
-                        random_fraction=o.random_fraction, whole_word=o.whole_word, pair=o.pair)
+    task = _task(cfg, tokenizer)
 
     from transferkit.modeling.vocab import init_new_embeddings
     from transferkit.training.loop import make_accelerator
@@ -120,7 +140,7 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
 
     # 2. Sequences, model (errors here still leave no run folder).
     train, held = _encode(cfg, tokenizer, corpus, task)
-    lm = _build_lm(cfg, tokenizer, o.pair != "none")
+    lm = _build_lm(cfg, tokenizer, cfg.objective.pair != "none")
     if added:
         init_new_embeddings(lm, old_tokenizer, tokenizer, [w for w, _, _ in added])
     elif lm.get_input_embeddings().weight.shape[0] < len(tokenizer):
@@ -149,8 +169,11 @@ def _train_and_ship(cfg: PretrainConfig, task: Any, model: Any, tokenizer: Any, 
 
     main = acc.is_main_process
     before, _ = evaluate(task, model, held, device=acc.device, accelerator=acc, batch_size=64)
-    log.info("held-out before pretraining: loss %.3f, perplexity %.1f, masked accuracy %.3f",
-             before["mlm_loss"], before["perplexity"], before["masked_accuracy"])
+    from transferkit.evaluation.report import pretrain_keys
+
+    lk, _, ak, aname = pretrain_keys(before)
+    log.info("held-out before pretraining: loss %.3f, perplexity %.1f, %s %.3f", before[lk], before["perplexity"],
+             aname, before[ak])
 
     # 3. Train.
     result = fit(task, model, train, held, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,

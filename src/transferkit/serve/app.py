@@ -43,12 +43,24 @@ access = logging.getLogger("transferkit.serve.access")
 
 class PredictRequest(BaseModel):
     inputs: list[Union[str, dict[str, Any]]] = Field(
-        ..., min_length=1, description="Texts, or the task's records ({question, context}; {text, head, tail}).")
+        ..., min_length=1, description="Texts, or the task's records ({question, context}; {text, head, tail}; "
+        "a dialogue's {turns: [...]} or {messages: [{role, content}, ...]}).")
     pairs: list[str] | None = Field(None, description="Second texts of text-pair classification, one per input.")
 
 
 class ReloadRequest(BaseModel):
     path: str | None = Field(None, description="Folder of the new model; default: reload the served folder.")
+
+
+def _strings(item: Any) -> list[str]:
+    """Every text inside an input (a record's fields, a dialogue's turns and message contents)."""
+    if isinstance(item, str):
+        return [item]
+    if isinstance(item, dict):
+        return [t for v in item.values() for t in _strings(v)]
+    if isinstance(item, list):
+        return [t for v in item for t in _strings(v)]
+    return []
 
 
 def _field(loc: Any) -> str:
@@ -161,7 +173,7 @@ def create_app(settings: ServeSettings, loaded: models.Loaded | None = None, key
             raise HTTPException(413, f"{len(req.inputs)} inputs in one request; the limit is {settings.max_texts}: "
                                      "split the request")
         for i, item in enumerate(req.inputs):
-            texts = [item] if isinstance(item, str) else [v for v in item.values() if isinstance(v, str)]
+            texts = _strings(item)
             longest = max((len(t) for t in texts), default=0)
             if longest > settings.max_chars:
                 metrics.rejected.labels(reason="too_long").inc()

@@ -14,6 +14,7 @@ TASKS = {
     "relation_extraction": "transferkit.tasks.relation:RelationExtractionTask",
     "question_answering": "transferkit.tasks.qa:QuestionAnsweringTask",
     "seq2seq": "transferkit.tasks.seq2seq:Seq2SeqTask",
+    "causal_lm": "transferkit.tasks.causal_lm:CausalLMTask",
 }
 
 

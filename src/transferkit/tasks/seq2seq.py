@@ -258,8 +258,10 @@ class Seq2SeqTask:
                                 pad_token_id=c.pad_token_id, eos_token_id=getattr(c, "eos_token_id", None),
                                 bos_token_id=getattr(c, "bos_token_id", None))
 
-    def generate(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
-        """Token ids of the generated target of each example: no start token, cut at the first end token."""
+    def generate(self, model: nn.Module, batch: dict[str, torch.Tensor],
+                 outputs: torch.Tensor | None = None) -> list[np.ndarray]:
+        """Token ids of the generated target of each example: no start token, cut at the first end token
+        (`outputs`, the teacher-forced logits infer computed for the loss, are not needed here)."""
         gen = self.generation_config(model)
         if gen.do_sample:
             torch.manual_seed(int(self.generation.get("seed", 0)))

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from transferkit.config import EarlyStoppingConfig, TrainConfig
+from transferkit.config import EarlyStoppingConfig, TrainConfig, minimized
 from transferkit.errors import CheckpointError, ConfigError, Interrupted
 from transferkit.evaluation.evaluate import evaluate
 from transferkit.methods.base import StepContext
@@ -125,7 +125,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
     optimizer = build_optimizer(model, cfg.optimizer, acc.device.type, groups_hook=methods.param_groups)
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps)
     watch = early.metric or task.primary_metric
-    mode = early.mode or ("min" if watch.endswith("loss") else "max")
+    mode = early.mode or ("min" if minimized(watch) else "max")
     stopper = EarlyStopping(metric=watch, mode=mode, patience=early.patience,
                             min_delta=early.min_delta, enabled=early.enabled)
     state = LoopState()
