@@ -127,6 +127,9 @@ def test_finetune_predict_causal_lm(tiny_model, tmp_path):
     assert test["perplexity"] == pytest.approx(torch.tensor(test["lm_loss"]).exp().item(), rel=1e-6)
     assert test["perplexity"] < 2.0  # the reply is decided by the context: learnt
     assert_declared_metrics(test, "causal_lm")
+    val = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in val if r["split"] == "validation"]
+    assert val and all("lm_loss" in r and "rougeL" not in r for r in val)  # early stopping on lm_loss: no generation
     assert test["rougeL"] > 0.9
     desc = json.loads((run / "model" / "task.json").read_text())
     assert desc["task"] == "causal_lm"

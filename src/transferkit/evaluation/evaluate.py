@@ -31,8 +31,12 @@ Runnable = Union[nn.Module, Callable[[dict[str, torch.Tensor]], torch.Tensor]]
 
 @torch.inference_mode()
 def infer(task: Task, model: Runnable, encoded: Encoded, *, device: torch.device | str = "cpu",
-          batch_size: int = 64, accelerator: Any = None) -> tuple[np.ndarray | list[np.ndarray], float | None]:
+          batch_size: int = 64, accelerator: Any = None,
+          validation: bool = False) -> tuple[np.ndarray | list[np.ndarray], float | None]:
     """Scores for every example (in input order) and the mean loss when labels are present.
+
+    `validation`: the training loop's evaluation, passed on to a generating task (which may skip generating
+    when its validation metric is a loss).
 
     With an accelerator of several processes, each process scores a disjoint share and the shares are
     gathered, so every process returns the full result.
@@ -58,7 +62,7 @@ def infer(task: Task, model: Runnable, encoded: Encoded, *, device: torch.device
             loss_sum += float(task.loss(outputs, batch)) * len(batch_idx)
             n_loss += len(batch_idx)
         if generate is not None:
-            score_out.extend(generate(module, batch, outputs if "labels" in batch else None))
+            score_out.extend(generate(module, batch, outputs if "labels" in batch else None, validation=validation))
             idx_out.extend(batch_idx)
             continue
         scores = task.scores(outputs).cpu().numpy()

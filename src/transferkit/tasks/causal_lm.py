@@ -94,6 +94,9 @@ class CausalLMTask:
     token_level = False
     #: what the transfer table shows beside lm_loss
     transfer_metrics = ("perplexity", "distinct_1", "distinct_2", "rougeL", "chrf")
+    #: generate replies in the training loop's evaluations too (needed when early stopping watches a
+    #: generation metric; with lm_loss or perplexity only the test, predict and serve generate)
+    generate_in_validation: bool = False
     baselines: tuple[str, ...] = ()
     labels: list[str] = field(default_factory=list)
     tokenizer: Any = None
@@ -101,8 +104,10 @@ class CausalLMTask:
     @classmethod
     def from_config(cls, cfg) -> CausalLMTask:
         c = cfg.task.causal_lm
+        watched = cfg.early_stopping.metric
         return cls(max_length=cfg.model.max_length, max_target_length=c.max_target_length, max_turns=c.max_turns,
-                   generation=cfg.task.generation.model_dump())
+                   generation=cfg.task.generation.model_dump(),
+                   generate_in_validation=watched not in (None, "lm_loss", "perplexity", "loss"))
 
     @classmethod
     def from_description(cls, d: dict[str, Any]) -> CausalLMTask:
@@ -280,10 +285,11 @@ class CausalLMTask:
         return GenerationConfig(**kw, pad_token_id=c.pad_token_id, eos_token_id=c.eos_token_id,
                                 bos_token_id=getattr(c, "bos_token_id", None))
 
-    def generate(self, model: nn.Module, batch: dict[str, torch.Tensor],
-                 outputs: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    def generate(self, model: nn.Module, batch: dict[str, torch.Tensor], outputs: torch.Tensor | None = None,
+                 validation: bool = False) -> list[dict[str, Any]]:
         """Per example: the reply's summed negative log-likelihood and token count (when labelled, from the
-        forward pass infer already ran) and the generated reply's token ids (cut at the end token).
+        forward pass infer already ran) and the generated reply's token ids (cut at the end token; none in the
+        loop's validation unless `generate_in_validation`).
 
         Prompts are generated in groups of equal length, so no prompt is padded: BERT-style decoders take
         absolute positions from 0 and would read a left-padded prompt at the wrong positions."""
@@ -297,6 +303,8 @@ class CausalLMTask:
             for i in range(n):
                 rows[i]["nll"] = float(tok_nll[i].sum())
                 rows[i]["tokens"] = int(counted[i].sum())
+        if validation and not self.generate_in_validation:
+            return rows
         gen = self.generation_config(model)
         if gen.do_sample:
             torch.manual_seed(int(self.generation.get("seed", 0)))
@@ -329,7 +337,9 @@ class CausalLMTask:
         loss = nll / tokens if tokens else float("nan")
         out = {"lm_loss": loss, "perplexity": math.exp(min(loss, 50.0)) if tokens else float("nan"),
                "reply_tokens": tokens}
-        out.update(generation_metrics(self.texts_of(scores), [str(r) for r in labels], chinese=self.chinese_target))
+        if all(r["ids"] is not None for r in scores):  # replies were generated
+            out.update(generation_metrics(self.texts_of(scores), [str(r) for r in labels],
+                                          chinese=self.chinese_target))
         return out
 
     def decode(self, scores: Any, encoded: Encoded | None = None) -> list[dict[str, Any]]:

@@ -258,10 +258,11 @@ class Seq2SeqTask:
                                 pad_token_id=c.pad_token_id, eos_token_id=getattr(c, "eos_token_id", None),
                                 bos_token_id=getattr(c, "bos_token_id", None))
 
-    def generate(self, model: nn.Module, batch: dict[str, torch.Tensor],
-                 outputs: torch.Tensor | None = None) -> list[np.ndarray]:
+    def generate(self, model: nn.Module, batch: dict[str, torch.Tensor], outputs: torch.Tensor | None = None,
+                 validation: bool = False) -> list[np.ndarray]:
         """Token ids of the generated target of each example: no start token, cut at the first end token
-        (`outputs`, the teacher-forced logits infer computed for the loss, are not needed here)."""
+        (`outputs`, the teacher-forced logits infer computed for the loss, are not needed here; validation
+        generates too: its metric is ROUGE, BLEU or chrF)."""
         gen = self.generation_config(model)
         if gen.do_sample:
             torch.manual_seed(int(self.generation.get("seed", 0)))

@@ -172,7 +172,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
         # The unwrapped module: DDP's forward hooks would expect every process to run the same number
         # of forward passes, which disjoint evaluation shares do not.
         metrics, _ = evaluate(task, acc.unwrap_model(model), val, device=acc.device, accelerator=acc,
-                              batch_size=max(32, micro * 2))
+                              batch_size=max(32, micro * 2), validation=True)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         scalars["epoch"] = round(state.step / steps_per_epoch, 3)
         logger.log(state.step, scalars, "validation")
