@@ -371,13 +371,13 @@ class RunConfig(Section):
             if self.data.text_pair_column is not None:
                 problems.append(f"data -> text_pair_column: sentence pairs are a text_classification input, not "
                                 f"{kind}'s; remove it")
-        for key, owner in (("ner", "token_classification"), ("relation", "relation_extraction"),
-                           ("qa", "question_answering"), ("seq2seq", "seq2seq"), ("causal_lm", "causal_lm"),
-                           ("generation", "seq2seq")):
-            if kind != owner and not (key == "generation" and kind == "causal_lm") and \
-                    getattr(self.task, key) != getattr(defaults, key):
+        for key, owners in (("ner", ("token_classification",)), ("relation", ("relation_extraction",)),
+                            ("qa", ("question_answering",)), ("seq2seq", ("seq2seq",)), ("causal_lm", ("causal_lm",)),
+                            ("generation", ("seq2seq", "causal_lm"))):
+            if kind not in owners and getattr(self.task, key) != getattr(defaults, key):
+                owner = " or ".join(owners)
                 problems.append(f"task -> {key}: settings of {owner}, but task.type is {kind}; remove them or "
-                                f"set task.type: {owner}")
+                                f"set task.type: {owners[0]}")
         multilabel = self.task.multilabel and kind == "text_classification"
         problems += _metric_problems(self.early_stopping, validation_metrics(kind, multilabel=multilabel))
         L = self.model.max_length

@@ -88,7 +88,8 @@ def test_resolved_config_of_every_task_reloads():
 
     from transferkit.config import dump_config
 
-    for kind in ("text_classification", "token_classification", "relation_extraction", "question_answering"):
+    for kind in ("text_classification", "token_classification", "relation_extraction", "question_answering",
+                 "seq2seq", "causal_lm"):
         cfg = load_config(raw={**BASE, "task": {"type": kind}})
         assert load_config(raw=yaml.safe_load(dump_config(cfg))) == cfg
 
@@ -103,3 +104,24 @@ def test_import_transferkit_is_light_and_exports_the_api():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for name in ("finetune", "pretrain", "load_config", "Predictor", "RunConfig", "register_method"):
         assert name in out
+
+
+def test_generation_task_settings_belong_to_their_task():
+    from transferkit.config import load_pretrain_config
+
+    ok = load_config(raw={**BASE, "task": {"type": "causal_lm", "generation": {"max_new_tokens": 8},
+                                           "causal_lm": {"max_turns": 2}}})
+    assert ok.task.causal_lm.max_turns == 2 and ok.task.generation.max_new_tokens == 8
+    with pytest.raises(ConfigError, match=r"task -> causal_lm: settings of causal_lm, but task.type is seq2seq"):
+        load_config(raw={**BASE, "task": {"type": "seq2seq", "causal_lm": {"max_turns": 2}}})
+    with pytest.raises(ConfigError, match=r"task -> seq2seq: settings of seq2seq, but task.type is causal_lm"):
+        load_config(raw={**BASE, "task": {"type": "causal_lm", "seq2seq": {"max_target_length": 9}}})
+    with pytest.raises(ConfigError, match=r"task -> generation: settings of seq2seq or causal_lm, but "
+                                          r"task.type is text_classification"):
+        load_config(raw={**BASE, "task": {"generation": {"max_new_tokens": 9}}})
+    with pytest.raises(ConfigError, match=r"early_stopping -> mode: 'max' would keep the model with the largest "
+                                          r"perplexity"):
+        load_config(raw={**BASE, "task": {"type": "causal_lm"}, "early_stopping": {"metric": "perplexity",
+                                                                                   "mode": "max"}})
+    with pytest.raises(ConfigError, match=r"objective.*pair: 'nsp' is a sentence-pair head of masked-LM"):
+        load_pretrain_config(raw={"corpus": {"sources": ["x.txt"]}, "objective": {"kind": "causal", "pair": "nsp"}})

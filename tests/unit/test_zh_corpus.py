@@ -65,9 +65,13 @@ def test_a_shipped_alias_without_its_folder_says_how_to_rebuild_it(monkeypatch, 
 def test_chatterbot_and_manual_page_corpora_are_chinese_running_text():
     from transferkit.data.corpus import BUILTIN, _is_chinese
 
+    from transferkit.data.builtin import chatterbot_conversations, dialogue_part
+
     chat = BUILTIN["chatterbot_zh_text"]()
-    assert len(chat) > 400 and all(isinstance(t, str) and t for d in chat for t in d)
-    assert sum(len(t) for d in chat for t in d) > 9000
+    assert len(chat) > 350 and all(isinstance(t, str) and t for d in chat for t in d)
+    assert sum(len(t) for d in chat for t in d) > 8000
+    held = [c for c in chatterbot_conversations("chinese") if dialogue_part(c) != "train"]
+    assert len(held) > 50 and not any(c in chat for c in held)  # the dialogue task's val/test stay out
     man = BUILTIN["manpages_zh_text"]()
     sentences = [s for d in man for s in d]
     assert len(man) > 500 and sum(map(len, sentences)) > 1_000_000
@@ -75,3 +79,29 @@ def test_chatterbot_and_manual_page_corpora_are_chinese_running_text():
     request = re.compile(r"\.(PP|TP|SH|SS|IP|B|I|BR|IR|RB|BI)( |$)")
     assert not any("\\f" in s or request.match(s) for s in sentences)  # troff markup removed
     assert _is_chinese("如果目录列表中的目录不存在，则创建之。") and not _is_chinese("mkdir -p /tmp/x 目录")
+
+
+def test_the_shipped_zh_mini_loads_as_a_masked_lm_and_fills_masks():
+    import json
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+    from transferkit.modeling import load
+
+    folder = Path(load.resolve("zh-mini"))
+    size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+    assert size < 30, f"zh-mini is {size:.1f} MB"
+    build = json.loads((folder / "build.json").read_text(encoding="utf-8"))
+    assert build["fp16_check"]["top1_agreement"] >= 0.98
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    held = build["pretraining"]["heldout_after"]
+    assert f"{held['masked_accuracy']:.3f}" in card and f"{held['perplexity']:,.1f}" in card
+    model = AutoModelForMaskedLM.from_pretrained(folder, dtype=torch.float32)
+    assert next(model.parameters()).dtype == torch.float32 and model.config.hidden_size == 256
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert tok.tokenize("北京大学") == ["北", "京", "大", "学"]  # characters, as Chinese BERTs split them
+    fill = pipeline("fill-mask", model=str(folder), device="cpu")
+    out = fill("我们在北[MASK]大学读书。")
+    assert len(out) == 5 and all(len(o["token_str"].strip()) >= 1 for o in out)
