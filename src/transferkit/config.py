@@ -384,6 +384,9 @@ class RunConfig(Section):
         if kind == "token_classification" and self.task.ner.stride is not None and self.task.ner.stride >= L - 2:
             problems.append(f"task -> ner -> stride: {self.task.ner.stride} must be smaller than model.max_length - 2 "
                             f"({L - 2})")
+        if kind == "causal_lm" and self.task.causal_lm.max_target_length >= L:
+            problems.append(f"task -> causal_lm -> max_target_length: {self.task.causal_lm.max_target_length} leaves "
+                            f"no room for the context in model.max_length ({L}); make it smaller")
         if kind == "question_answering" and self.task.qa.doc_stride is not None and self.task.qa.doc_stride >= L // 2:
             problems.append(f"task -> qa -> doc_stride: {self.task.qa.doc_stride} must be less than half of "
                             f"model.max_length ({L}); e.g. max_length 384 with doc_stride 128")
@@ -422,8 +425,9 @@ def minimized(metric: str) -> bool:
 
 
 def _metric_problems(early: EarlyStoppingConfig, allowed: tuple[str, ...]) -> list[str]:
-    if early.metric is not None and minimized(early.metric) and early.mode == "max":
-        return [f"early_stopping -> mode: 'max' would keep the model with the largest {early.metric}; losses are "
+    watched = early.metric or allowed[0]  # the first listed is the task's own (primary) metric
+    if minimized(watched) and early.mode == "max":
+        return [f"early_stopping -> mode: 'max' would keep the model with the largest {watched}; losses are "
                 "minimised: use mode: min (or leave mode out)"]
     if early.metric is None or early.metric in allowed:
         return []
@@ -590,7 +594,7 @@ def _pretrain_train() -> TrainConfig:
 
 
 def _pretrain_early() -> EarlyStoppingConfig:
-    return EarlyStoppingConfig(enabled=False, metric=None, mode="min")  # metric: the objective's loss
+    return EarlyStoppingConfig(enabled=False, metric="mlm_loss", mode="min")  # lm_loss with objective.kind: causal
 
 
 class PretrainConfig(Section):
@@ -611,6 +615,12 @@ class PretrainConfig(Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name)).expanduser()
+
+    @model_validator(mode="after")
+    def _objective_loss(self) -> PretrainConfig:
+        if self.objective.kind == "causal" and "early_stopping" not in self.model_fields_set:
+            self.early_stopping.metric = "lm_loss"  # the default section watches the objective's own loss
+        return self
 
     def cross_checks(self) -> list[str]:
         return _output_dir_problems(self.output.dir) + _method_problems(self, "pretrain") + _metric_problems(

@@ -123,5 +123,11 @@ def test_generation_task_settings_belong_to_their_task():
                                           r"perplexity"):
         load_config(raw={**BASE, "task": {"type": "causal_lm"}, "early_stopping": {"metric": "perplexity",
                                                                                    "mode": "max"}})
+    with pytest.raises(ConfigError, match=r"'max' would keep the model with the largest lm_loss"):
+        load_config(raw={**BASE, "task": {"type": "causal_lm"}, "early_stopping": {"mode": "max"}})
     with pytest.raises(ConfigError, match=r"objective.*pair: 'nsp' is a sentence-pair head of masked-LM"):
         load_pretrain_config(raw={"corpus": {"sources": ["x.txt"]}, "objective": {"kind": "causal", "pair": "nsp"}})
+    # the default early-stopping section watches the objective's own loss (mlm_loss stays for older runs' resume)
+    assert load_pretrain_config(raw={"corpus": {"sources": ["x.txt"]}}).early_stopping.metric == "mlm_loss"
+    causal = load_pretrain_config(raw={"corpus": {"sources": ["x.txt"]}, "objective": {"kind": "causal"}})
+    assert causal.early_stopping.metric == "lm_loss"

@@ -22,3 +22,11 @@ from transferkit.serve.pii import mask
 ])
 def test_mask(text, expected):
     assert mask(text) == expected
+
+
+def test_service_logs_mask_every_text_inside_a_dialogue_record():
+    from transferkit.serve.app import _masked
+
+    rec = {"turns": ["mail me at a@b.com", "ok"], "messages": [{"role": "user", "content": "a@b.com"}], "n": 3}
+    out = _masked(rec, lambda t: t.replace("a@b.com", "<EMAIL>"))
+    assert out == {"turns": ["mail me at <EMAIL>", "ok"], "messages": [{"role": "user", "content": "<EMAIL>"}], "n": 3}

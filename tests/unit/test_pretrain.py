@@ -208,7 +208,8 @@ def test_causal_pretraining_gives_a_decoder_that_causal_lm_fine_tuning_starts_fr
             for r in make_rows(120, seed=2)]
     data = write_csv(tmp_path / "dialogue.csv", rows)
     raw = tiny_config(tmp_path / "clm", {"source": str(data), "label_column": "reply"}, tmp_path, name="chat",
-                      model={"max_length": 32}, task={"type": "causal_lm", "generation": {"max_new_tokens": 2}})
+                      model={"max_length": 32}, task={"type": "causal_lm", "causal_lm": {"max_target_length": 8},
+                                                      "generation": {"max_new_tokens": 2}})
     raw["train"]["epochs"] = 1
     summary = finetune.run(load_config(raw=raw), progress=False)
     assert summary["test"]["reply_tokens"] > 0 and math.isfinite(summary["test"]["perplexity"])

@@ -10,14 +10,15 @@ from typing import Any
 import yaml
 
 PIPELINE_TAG = {"text_classification": "text-classification", "relation_extraction": "text-classification",
-                "token_classification": "token-classification", "question_answering": "question-answering"}
+                "token_classification": "token-classification", "question_answering": "question-answering",
+                "seq2seq": "text2text-generation", "causal_lm": "text-generation"}
 #: the hub aliases of the packaged checkpoints (model.path: minilm -> its hub name)
 BASE_MODEL = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k not in ("loss", "total")}
+            and k not in ("loss", "total", "reply_tokens", "predicted_tokens")}
 
 
 def _dataset(cfg: Any) -> str:

@@ -53,7 +53,8 @@ def infer(task: Task, model: Runnable, encoded: Encoded, *, device: torch.device
     if generate is not None and module is None:
         raise TypeError(f"{task.name} generates text: infer needs the torch model, not a runner")
     loss_sum, n_loss = 0.0, 0
-    for batch_idx in eval_batches(encoded.lengths, batch_size, rank, world):
+    # a task may sort by other lengths than its features' (a dialogue's prompts, which generation groups by)
+    for batch_idx in eval_batches(encoded.meta.get("sort_lengths", encoded.lengths), batch_size, rank, world):
         batch = task.collate([encoded.features[i] for i in batch_idx])
         batch = {k: v.to(device) for k, v in batch.items()}
         if generate is None or "labels" in batch:

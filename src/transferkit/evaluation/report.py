@@ -8,6 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from transferkit.config import minimized
+
 PRIMARY_ORDER = ("majority", "linear_probe", "scratch", "fine_tuned")
 NAMES = {"majority": "Majority class", "linear_probe": "Linear probe (frozen pretrained features)",
          "scratch": "Same architecture from scratch", "fine_tuned": "Fine-tuned (transferkit)"}
@@ -81,8 +83,8 @@ def plot_transfer(rows: dict[str, dict[str, Any]], metric: str, path: Path, name
     bars = ax.barh([(names or {}).get(k, NAMES[k]) for k in keys], vals, color=["#bbb", "#8ab", "#db8", "#2a7"][: len(keys)])
     for b, v in zip(bars, vals):
         ax.text(v, b.get_y() + b.get_height() / 2, f" {v:.3f}", va="center")
-    ax.set_xlim(0, 1.08)
-    ax.set_xlabel(f"test {metric}")
+    ax.set_xlim(0, 1.08 if max(vals, default=0) <= 1 else 1.15 * max(vals))
+    ax.set_xlabel(f"test {metric}" + (" (lower is better)" if minimized(metric) else ""))
     ax.set_title("What the pretrained weights bought")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -142,7 +144,11 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
         gain += f"Fine-tuning adds {d * 100:+.1f} points of {metric} over the frozen pretrained features. "
     if "scratch" in transfer:
         d = transfer["fine_tuned"][metric] - transfer["scratch"][metric]
-        gain += f"Pretraining is worth {d * 100:+.1f} points over the same model trained from scratch."
+        if minimized(metric):  # a loss: lower is better, and it is not a fraction
+            gain += (f"Pretraining changes test {metric} by {d:+.3f} against the same model trained from scratch "
+                     f"({'better' if d < 0 else 'worse'}: lower is better).")
+        else:
+            gain += f"Pretraining is worth {d * 100:+.1f} points over the same model trained from scratch."
     sections.append(("Transfer: what the pretrained weights bought",
                      _table(["model", f"test {metric}", *(f"test {m}" for m in extra), "over majority"], rows),
                      gain or None))

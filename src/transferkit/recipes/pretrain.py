@@ -104,6 +104,10 @@ def _task(cfg: PretrainConfig, tokenizer: Any) -> Any:
     if tokenizer.pad_token_id is None:
         raise ConfigError([f"model -> path: the tokenizer of '{cfg.model.path}' has no padding token"])
     if o.kind == "causal":
+        if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+            raise ConfigError([f"objective -> kind: causal pretraining packs the corpus with [CLS] and [SEP]; the "
+                               f"tokenizer of '{cfg.model.path}' has no such tokens (BERT-style checkpoints, or "
+                               "model.init: scratch with a trained tokenizer)"])
         return CausalPretrainTask(pad_id=tokenizer.pad_token_id)
     return MaskedLMTask(mask_id=tokenizer.mask_token_id, pad_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
                         mlm_probability=o.mlm_probability, mask_fraction=o.mask_fraction,

@@ -63,6 +63,17 @@ def _strings(item: Any) -> list[str]:
     return []
 
 
+def _masked(item: Any, mask: Any) -> Any:
+    """The input with every text inside it (record fields, dialogue turns, message contents) masked."""
+    if isinstance(item, str):
+        return mask(item)
+    if isinstance(item, dict):
+        return {k: _masked(v, mask) for k, v in item.items()}
+    if isinstance(item, list):
+        return [_masked(v, mask) for v in item]
+    return item
+
+
 def _field(loc: Any) -> str:
     parts = [str(p) for p in loc if p != "body"]
     out = ""
@@ -188,9 +199,7 @@ def create_app(settings: ServeSettings, loaded: models.Loaded | None = None, key
             metrics.rejected.labels(reason="invalid").inc()
             raise HTTPException(422, f"inputs: {e}") from None
         if settings.log_texts:
-            request.state.log_extra = " inputs=" + repr([mask(t) if isinstance(t, str) else
-                                                         {k: mask(v) if isinstance(v, str) else v for k, v in t.items()}
-                                                         for t in req.inputs])[:2000]
+            request.state.log_extra = " inputs=" + repr([_masked(t, mask) for t in req.inputs])[:2000]
         else:
             request.state.log_extra = f" inputs={len(req.inputs)}"
         t = time.perf_counter()

@@ -166,8 +166,9 @@ class CausalLMTask:
 
     def examples_for_prediction(self, items: list[Any], pairs: list[str] | None = None) -> Examples:
         """A context per input: a text (turns separated by newlines; one stdin line is a one-turn context), or a
-        JSON record with "turns" (a list of strings), "messages" (chat messages: the content of each, in order)
-        or "text"."""
+        JSON record with "turns" (a list of strings), "messages" (chat messages: the content of each, in order;
+        roles are not read: they alternate backwards from the last turn, the user's, as in training) or
+        "text"."""
         texts = []
         for n, it in enumerate(items):
             if isinstance(it, dict):
@@ -209,6 +210,8 @@ class CausalLMTask:
         refs = [None if y is None else str(y) for y in split.labels]
         for text, ref in zip(split.texts, refs):
             msgs = messages_of(str(text))[-self.max_turns:]
+            if tok.chat_template != DEFAULT_TEMPLATE and msgs[0]["role"] == "assistant" and len(msgs) > 1:
+                msgs = msgs[1:]  # a model's own template may insist that the user speaks first
             prompt = tok(self.render(msgs, True), add_special_tokens=False)["input_ids"]
             reply: list[int] = []
             if ref is not None:
@@ -220,7 +223,8 @@ class CausalLMTask:
             if ref is not None:
                 f["labels"] = [IGNORE] * len(prompt) + reply
             feats.append(f)
-        return Encoded(features=feats, lengths=[len(f["input_ids"]) for f in feats], meta={"references": refs})
+        return Encoded(features=feats, lengths=[len(f["input_ids"]) for f in feats],
+                       meta={"references": refs, "sort_lengths": [f["prompt_length"] for f in feats]})
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = pad_inputs([{"input_ids": f["input_ids"]} for f in features], self.pad_token_id)
@@ -309,9 +313,14 @@ class CausalLMTask:
         if gen.do_sample:
             torch.manual_seed(int(self.generation.get("seed", 0)))
         plen = batch["prompt_length"].tolist()
+        room = getattr(model.config, "max_position_embeddings", None)
+        room = room - int(gen.max_new_tokens) if room else None  # prompt + reply must fit the positions
         for length in sorted(set(plen)):
             idx = [i for i in range(n) if plen[i] == length]
             prompt = batch["input_ids"][idx, :length]
+            if room is not None and room > 0 and length > room:
+                prompt = prompt[:, -room:]  # the oldest context goes first
+                length = room
             out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),  # type: ignore[operator]
                                  generation_config=gen)
             for i, seq in zip(idx, out[:, length:].cpu().numpy()):

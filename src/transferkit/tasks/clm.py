@@ -1,9 +1,10 @@
 """Causal language modelling as a pretraining Task (`objective.kind: causal`): next-token prediction on the
 packed token stream, through the same fit() loop, evaluation and checkpointing as masked LM.
 
-The model is a transformers causal LM: a BERT built or loaded as a decoder (`is_decoder`, `BertLMHeadModel`)
-so that what is pretrained here warm-starts both the `causal_lm` task and the decoder of a `seq2seq`
-encoder-decoder; or any checkpoint `AutoModelForCausalLM` loads (GPT-2 style) as it is.
+The model is a BERT built or loaded as a decoder (`is_decoder`, `BertLMHeadModel`), so that what is pretrained
+here warm-starts both the `causal_lm` task and the decoder of a `seq2seq` encoder-decoder. The corpus is packed
+with [CLS] and [SEP] as for masked LM, so the tokenizer must have them (GPT-2 style checkpoints are refused
+with that reason; the `causal_lm` task itself takes them as they are).
 """
 
 from __future__ import annotations
