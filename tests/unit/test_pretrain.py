@@ -163,7 +163,7 @@ def test_pretrain_then_finetune_round_trip(tmp_path):
     assert_declared_metrics(s["heldout_after"], "pretrain", pair=True)
     assert s["train"]["padding_fraction"] < 0.35 and s["model"]["vocab_size"] <= 120
     for f in ("model/config.json", "model/model.safetensors", "model/tokenizer.json", "metrics.json",
-              "report.md", "report.html", "curves.png"):
+              "report.md", "report.html", "curves.png", "tokenizer/tokenizer.json"):
         assert (tmp_path / "pt" / f).is_file(), f
     mlm = AutoModelForMaskedLM.from_pretrained(tmp_path / "pt" / "model")
     assert mlm.config.vocab_size == s["model"]["vocab_size"]
@@ -213,6 +213,26 @@ def test_causal_pretraining_gives_a_decoder_that_causal_lm_fine_tuning_starts_fr
     raw["train"]["epochs"] = 1
     summary = finetune.run(load_config(raw=raw), progress=False)
     assert summary["test"]["reply_tokens"] > 0 and math.isfinite(summary["test"]["perplexity"])
+
+
+def test_resume_reads_the_runs_own_tokenizer_instead_of_training_it_again(tmp_path, monkeypatch):
+    """HF tokenizers' WordPiece trainer can give other ids in another process: a resumed run must not retrain."""
+    from transferkit.config import load_pretrain_config
+    from transferkit.data.corpus import load_corpus
+    from transferkit.modeling import vocab
+    from transferkit.recipes import pretrain
+
+    rng = random.Random(0)
+    corpus_file = tmp_path / "c.txt"
+    corpus_file.write_text("\n\n".join(sentence(rng, "positive") for _ in range(50)), encoding="utf-8")
+    cfg = load_pretrain_config(raw={"model": {"init": "scratch", "size": "tiny", "max_length": 32},
+                                    "tokenizer": {"vocab_size": 120}, "corpus": {"sources": [str(corpus_file)]}})
+    corpus = load_corpus(cfg.corpus.sources, heldout=0.1)
+    trained, _, _ = pretrain._tokenizer(cfg, corpus)
+    trained.save_pretrained(tmp_path / "tok")
+    monkeypatch.setattr(vocab, "train_wordpiece", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    again, _, _ = pretrain._tokenizer(cfg, corpus, saved=tmp_path / "tok")
+    assert again.get_vocab() == trained.get_vocab()
 
 
 def test_pretrain_config_and_corpus_errors(tmp_path):

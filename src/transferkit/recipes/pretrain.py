@@ -19,8 +19,14 @@ from transferkit.modeling import load as mload
 log = logging.getLogger(__name__)
 
 
-def _tokenizer(cfg: PretrainConfig, corpus) -> tuple[Any, Any, list[tuple[str, int, int]]]:
-    """(tokenizer to use, the original tokenizer or None, the words added to it)."""
+#: the run folder's copy of a tokenizer trained on the corpus (`--resume` reads it back: training it again
+#: could give other ids, HF tokenizers' WordPiece trainer not being deterministic between processes)
+RUN_TOKENIZER = "tokenizer"
+
+
+def _tokenizer(cfg: PretrainConfig, corpus, saved: Any = None) -> tuple[Any, Any, list[tuple[str, int, int]]]:
+    """(tokenizer to use, the original tokenizer or None, the words added to it). `saved`: the run folder's
+    trained tokenizer, when resuming."""
     from transferkit.modeling.vocab import candidate_words, extend_vocabulary, train_wordpiece
 
     m, t = cfg.model, cfg.tokenizer
@@ -28,6 +34,9 @@ def _tokenizer(cfg: PretrainConfig, corpus) -> tuple[Any, Any, list[tuple[str, i
         if t.extend.enabled:
             raise ConfigError(["tokenizer -> extend: extension applies to an existing tokenizer; a tokenizer "
                                "trained on the corpus already covers its words"])
+        if saved is not None:
+            log.info("resuming: the run's own tokenizer (%s)", saved)
+            return mload.load_tokenizer(str(saved)), None, []
         texts = (s for d in corpus.train for s in d)
         log.info("training a WordPiece tokenizer (vocabulary %d) on %d documents...", t.vocab_size,
                  len(corpus.train))
@@ -134,7 +143,8 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
                          max_documents=c.max_documents, seed=c.seed)
     log.info("corpus: %s", corpus.stats)
     folder.check_data(rundir.fingerprint(s for d in corpus.train for s in d))
-    tokenizer, old_tokenizer, added = _tokenizer(cfg, corpus)
+    saved = cfg.run_dir / RUN_TOKENIZER
+    tokenizer, old_tokenizer, added = _tokenizer(cfg, corpus, saved if resume and saved.is_dir() else None)
     task = _task(cfg, tokenizer)
 
     from transferkit.modeling.vocab import init_new_embeddings
@@ -156,6 +166,8 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     model = methods.prepare_model(model, task=task)
     rundir.check_free_space(folder.path, model)
     open_run(cfg, folder, acc)
+    if acc.is_main_process and not (resume and saved.is_dir()):
+        tokenizer.save_pretrained(saved)
     with folder.guard(acc.is_main_process):
         return _train_and_ship(cfg, task, model, tokenizer, corpus, added, train, held, acc, folder.path,
                                resume=resume, progress=progress, methods=methods)
