@@ -21,6 +21,7 @@ from torch import nn
 from transferkit.data.sources import Examples
 from transferkit.errors import DataError, ModelError
 from transferkit.tasks.base import Encoded, pad_inputs, pad_labels
+from transferkit.tasks.generation import TextTargets
 
 IGNORE = -100
 TURN_SEPARATOR = "\n"  # turns of one context in a text cell, in predict and serve inputs too
@@ -82,7 +83,7 @@ def parse_chat(text: str, eos: str, bos: str = "") -> list[dict[str, str]]:
 
 
 @dataclass
-class CausalLMTask:
+class CausalLMTask(TextTargets):
     max_length: int = 256
     max_target_length: int = 48
     max_turns: int = 4
@@ -92,6 +93,7 @@ class CausalLMTask:
     name: str = "causal_lm"
     primary_metric: str = "lm_loss"
     token_level = False
+    target_name = "reply"
     #: what the transfer table shows beside lm_loss
     transfer_metrics = ("perplexity", "distinct_1", "distinct_2", "rougeL", "chrf")
     #: generate replies in the training loop's evaluations too (needed when early stopping watches a
@@ -187,18 +189,8 @@ class CausalLMTask:
         return Examples(texts=texts, labels=[None] * len(texts), origin=[f"input {n + 1}" for n in range(len(texts))],
                         name="input", stratify=False)
 
-    def fit_labels(self, train: Examples) -> None:
-        self.check(train)
-        if self.chinese_target is None:
-            from transferkit.evaluation.textgen import is_chinese
-
-            self.chinese_target = is_chinese([str(y) for y in train.labels])
-
     def check(self, split: Examples) -> None:
-        empty = [split.origin[i] for i, y in enumerate(split.labels) if y is None or not str(y).strip()]
-        if empty:
-            raise DataError(f"{len(empty)} example(s) of the {split.name} split have an empty reply (data -> "
-                            f"label_column holds the reply), e.g. {', '.join(empty[:3])}")
+        super().check(split)
         none = [split.origin[i] for i, t in enumerate(split.texts) if not str(t).strip()]
         if none:
             raise DataError(f"{len(none)} example(s) of the {split.name} split have no context (data -> text_column "
@@ -284,9 +276,8 @@ class CausalLMTask:
     def generation_config(self, model: Any) -> Any:
         from transformers import GenerationConfig
 
-        kw = {k: v for k, v in self.generation.items() if v is not None and k != "seed"}
         c = model.config
-        return GenerationConfig(**kw, pad_token_id=c.pad_token_id, eos_token_id=c.eos_token_id,
+        return GenerationConfig(**self.generation_kwargs(), pad_token_id=c.pad_token_id, eos_token_id=c.eos_token_id,
                                 bos_token_id=getattr(c, "bos_token_id", None))
 
     def generate(self, model: nn.Module, batch: dict[str, torch.Tensor], outputs: torch.Tensor | None = None,
@@ -354,10 +345,6 @@ class CausalLMTask:
     def decode(self, scores: Any, encoded: Encoded | None = None) -> list[dict[str, Any]]:
         return [{"text": t} for t in self.texts_of(scores)]
 
-    def report_samples(self, split: Examples, scores: Any, n: int = 20) -> list[dict[str, str]]:
-        outputs = self.texts_of(scores[:n])
-        return [{"input": split.texts[i], "reference": str(split.labels[i]), "output": outputs[i]}
-                for i in range(min(n, len(outputs)))]
 
 
 def _causal_types() -> set[str]:

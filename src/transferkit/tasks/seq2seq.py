@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from transferkit.data.sources import Examples
-from transferkit.errors import ConfigError, DataError, ModelError
+from transferkit.errors import ConfigError, ModelError
 from transferkit.tasks.base import Encoded, pad_inputs, pad_labels
+from transferkit.tasks.generation import TextTargets
 
 IGNORE = -100
 DECODER_TOKENIZER = "decoder_tokenizer"  # subfolder of a model folder whose target tokenizer differs
@@ -50,7 +51,7 @@ def read_builtin(ref: str) -> dict[str, Examples]:
 
 
 @dataclass
-class Seq2SeqTask:
+class Seq2SeqTask(TextTargets):
     max_length: int = 256
     max_target_length: int = 64
     metric: str = "rougeL"
@@ -64,6 +65,7 @@ class Seq2SeqTask:
     pad_token_id: int = 0
     name: str = "seq2seq"
     token_level = False
+    target_name = "target text"
     baselines: tuple[str, ...] = ()
     labels: list[str] = field(default_factory=list)  # no label set: the report's label list stays empty
     target_tokenizer: Any = None
@@ -123,19 +125,6 @@ class Seq2SeqTask:
             ex.stratify = False
             ex.labels = ["" if y is None else str(y) for y in ex.labels]
         return found
-
-    def fit_labels(self, train: Examples) -> None:
-        self.check(train)
-        if self.chinese_target is None:
-            from transferkit.evaluation.textgen import is_chinese
-
-            self.chinese_target = is_chinese([str(y) for y in train.labels])
-
-    def check(self, split: Examples) -> None:
-        empty = [split.origin[i] for i, y in enumerate(split.labels) if y is None or not str(y).strip()]
-        if empty:
-            raise DataError(f"{len(empty)} example(s) of the {split.name} split have an empty target (data -> "
-                            f"label_column holds the target text), e.g. {', '.join(empty[:3])}")
 
     def _target_tokenizer(self, tokenizer: Any) -> Any:
         """The decoder's tokenizer when it has its own checkpoint, else the source tokenizer (data are encoded
@@ -252,9 +241,8 @@ class Seq2SeqTask:
         from transformers import GenerationConfig
 
         # the config refuses sampling knobs without do_sample, so what is set here is what acts
-        kw = {k: v for k, v in self.generation.items() if v is not None and k != "seed"}
         c = model.config
-        return GenerationConfig(**kw, decoder_start_token_id=getattr(c, "decoder_start_token_id", None),
+        return GenerationConfig(**self.generation_kwargs(), decoder_start_token_id=getattr(c, "decoder_start_token_id", None),
                                 pad_token_id=c.pad_token_id, eos_token_id=getattr(c, "eos_token_id", None),
                                 bos_token_id=getattr(c, "bos_token_id", None))
 
@@ -298,11 +286,6 @@ class Seq2SeqTask:
     def decode(self, scores: Any, encoded: Encoded | None = None) -> list[dict[str, Any]]:
         return [{"text": t} for t in self.texts_of(scores)]
 
-    def report_samples(self, split: Examples, scores: Any, n: int = 20) -> list[dict[str, str]]:
-        """The first n test examples: input, reference and generated output side by side."""
-        outputs = self.texts_of(scores[:n])
-        return [{"input": split.texts[i], "reference": str(split.labels[i]), "output": outputs[i]}
-                for i in range(min(n, len(outputs)))]
 
 
 def _seq2seq_types() -> set[str]:
