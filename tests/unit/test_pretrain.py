@@ -142,22 +142,29 @@ def test_vocabulary_extension_keeps_old_ids_and_initialises_new_rows(tiny_model)
     assert model.get_output_embeddings().weight.shape[0] == len(new)  # the MLM decoder follows (tied)
 
 
-def test_pretrain_then_finetune_round_trip(tmp_path):
-    from transformers import AutoModelForMaskedLM, pipeline
-
-    from transferkit.config import load_config, load_pretrain_config
-    from transferkit.recipes import finetune, pretrain
+def _tiny_pretraining(tmp_path, name: str, objective: dict):
+    """A 40-step pretraining of a tiny BERT from scratch on 300 documents of fixture sentences."""
+    from transferkit.config import load_pretrain_config
 
     rng = random.Random(0)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join("\n".join(sentence(rng, rng.choice(["positive", "negative"]))
                                             for _ in range(4)) for _ in range(300)), encoding="utf-8")
-    cfg = load_pretrain_config(raw={
-        "name": "pt", "model": {"init": "scratch", "size": "tiny", "max_length": 32},
+    return load_pretrain_config(raw={
+        "name": name, "model": {"init": "scratch", "size": "tiny", "max_length": 32},
         "tokenizer": {"vocab_size": 120}, "corpus": {"sources": [str(corpus)], "heldout": 0.1},
-        "objective": {"pair": "sop"},
+        "objective": objective,
         "train": {"max_steps": 40, "batch_size": 16, "optimizer": {"lr": 1e-3}, "eval_every": 20, "log_every": 10},
         "output": {"dir": str(tmp_path / "{name}")}})
+
+
+def test_pretrain_then_finetune_round_trip(tmp_path):
+    from transformers import AutoModelForMaskedLM, pipeline
+
+    from transferkit.config import load_config
+    from transferkit.recipes import finetune, pretrain
+
+    cfg = _tiny_pretraining(tmp_path, "pt", {"pair": "sop"})
     s = pretrain.run(cfg, progress=False)
     assert s["heldout_after"]["mlm_loss"] < s["heldout_before"]["mlm_loss"] - 0.5
     assert_declared_metrics(s["heldout_after"], "pretrain", pair=True)
@@ -180,19 +187,10 @@ def test_pretrain_then_finetune_round_trip(tmp_path):
 def test_causal_pretraining_gives_a_decoder_that_causal_lm_fine_tuning_starts_from(tmp_path):
     from transformers import AutoModelForCausalLM, pipeline
 
-    from transferkit.config import load_config, load_pretrain_config
+    from transferkit.config import load_config
     from transferkit.recipes import finetune, pretrain
 
-    rng = random.Random(0)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join("\n".join(sentence(rng, rng.choice(["positive", "negative"]))
-                                            for _ in range(4)) for _ in range(300)), encoding="utf-8")
-    cfg = load_pretrain_config(raw={
-        "name": "clm", "model": {"init": "scratch", "size": "tiny", "max_length": 32},
-        "tokenizer": {"vocab_size": 120}, "corpus": {"sources": [str(corpus)], "heldout": 0.1},
-        "objective": {"kind": "causal"},
-        "train": {"max_steps": 40, "batch_size": 16, "optimizer": {"lr": 1e-3}, "eval_every": 20, "log_every": 10},
-        "output": {"dir": str(tmp_path / "{name}")}})
+    cfg = _tiny_pretraining(tmp_path, "clm", {"kind": "causal"})
     s = pretrain.run(cfg, progress=False)
     b, a = s["heldout_before"], s["heldout_after"]
     assert a["lm_loss"] < b["lm_loss"] - 0.5 and a["perplexity"] == pytest.approx(math.exp(a["lm_loss"]), rel=1e-6)

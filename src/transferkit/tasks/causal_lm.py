@@ -21,6 +21,7 @@ from torch import nn
 from transferkit.data.sources import Examples
 from transferkit.errors import DataError, ModelError
 from transferkit.tasks.base import Encoded, pad_inputs, pad_labels
+from transferkit.tasks.clm import next_token, next_token_loss
 from transferkit.tasks.generation import TextTargets
 
 IGNORE = -100
@@ -105,11 +106,13 @@ class CausalLMTask(TextTargets):
 
     @classmethod
     def from_config(cls, cfg) -> CausalLMTask:
+        from transferkit.config import minimized
+
         c = cfg.task.causal_lm
         watched = cfg.early_stopping.metric
         return cls(max_length=cfg.model.max_length, max_target_length=c.max_target_length, max_turns=c.max_turns,
                    generation=cfg.task.generation.model_dump(),
-                   generate_in_validation=watched not in (None, "lm_loss", "perplexity", "loss"))
+                   generate_in_validation=watched is not None and not minimized(watched))
 
     @classmethod
     def from_description(cls, d: dict[str, Any]) -> CausalLMTask:
@@ -239,7 +242,7 @@ class CausalLMTask(TextTargets):
         if init == "scratch":
             for k, v in mload.dropout_overrides(dropout).items():
                 setattr(config, k, v)
-        if config.model_type in ("bert", "roberta", "xlm-roberta", "electra"):
+        if config.model_type in mload.DECODER_BY_FLAG:
             config.is_decoder = True  # causal self-attention; the MLM head predicts the next token
         if config.model_type not in _causal_types():
             raise ModelError(f"'{ref}' ({config.model_type}) cannot be loaded as a causal LM: use a GPT-2-style "
@@ -264,9 +267,7 @@ class CausalLMTask(TextTargets):
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = outputs[:, :-1].float()
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
-                                           ignore_index=IGNORE)
+        return next_token_loss(outputs, batch["labels"])
 
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("causal_lm scores are generated replies: infer calls task.generate")
@@ -291,13 +292,13 @@ class CausalLMTask(TextTargets):
         n = batch["input_ids"].shape[0]
         rows: list[dict[str, Any]] = [{"nll": None, "tokens": 0, "ids": None} for _ in range(n)]
         if outputs is not None and "labels" in batch:
-            logits, labels = outputs[:, :-1].float(), batch["labels"][:, 1:]
-            tok_nll = nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
-                                                  reduction="none")
-            counted = (labels != IGNORE)
+            logits, labels = next_token(outputs, batch["labels"])
+            where = (labels != IGNORE).nonzero(as_tuple=True)  # the reply positions only
+            tok_nll = nn.functional.cross_entropy(logits[where], labels[where], reduction="none")
+            nll = torch.zeros(n, dtype=torch.float64).index_add_(0, where[0], tok_nll.double())
+            count = torch.bincount(where[0], minlength=n)
             for i in range(n):
-                rows[i]["nll"] = float(tok_nll[i].sum())
-                rows[i]["tokens"] = int(counted[i].sum())
+                rows[i]["nll"], rows[i]["tokens"] = float(nll[i]), int(count[i])
         if validation and not self.generate_in_validation:
             return rows
         gen = self.generation_config(model)

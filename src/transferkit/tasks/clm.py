@@ -20,6 +20,16 @@ from torch import nn
 from transferkit.tasks.base import Encoded, pad_inputs
 
 
+def next_token(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits at every position but the last, in float32; the labels they predict: the next token's)."""
+    return logits[:, :-1].float(), labels[:, 1:]
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    x, y = next_token(logits, labels)
+    return nn.functional.cross_entropy(x.reshape(-1, x.shape[-1]), y.reshape(-1), ignore_index=-100)
+
+
 class CausalLMWrapper(nn.Module):
     """`lm` is what gets saved (the same attribute as the masked-LM wrapper's)."""
 
@@ -58,13 +68,11 @@ class CausalPretrainTask:
                 "labels": batch["labels"]}
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = outputs["logits"][:, :-1].float()
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                           outputs["labels"][:, 1:].reshape(-1), ignore_index=-100)
+        return next_token_loss(outputs["logits"], outputs["labels"])
 
     def scores(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per sequence: [summed next-token loss, predicted tokens, correct tokens]."""
-        logits, labels = outputs["logits"][:, :-1].float(), outputs["labels"][:, 1:]
+        logits, labels = next_token(outputs["logits"], outputs["labels"])
         tok = nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
         counted = labels != -100
         correct = (logits.argmax(-1) == labels) & counted
