@@ -90,6 +90,9 @@ STUDIES["rtall"] = {
         # the best two combinations at 500 labels, each with the setting chosen there on validation
         "fgm": {"label": "+ FGM", "inherit": "full", "grid": {"methods.fgm.epsilon": [0.5]}},
         "gu": {"label": "+ gradual unfreezing", "inherit": "full", "grid": {"methods.gradual_unfreezing.every": [16]}},
+        # the two together, for the main job's target (>= 0.86): each at its own setting above
+        "fgm_gu": {"label": "+ FGM + gradual unfreezing", "inherit": "full",
+                   "set": ["methods.fgm.epsilon=0.5", "methods.gradual_unfreezing.every=16"]},
     },
 }
 

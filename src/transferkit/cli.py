@@ -122,6 +122,48 @@ def finetune(
 
 
 @app.command()
+def update(
+    run_dir: Path = typer.Argument(..., help="The run to update (a finished fine-tuning run folder)."),
+    data: Optional[str] = typer.Option(None, "--data", help="The new data: a file (.csv/.tsv/.jsonl) or a "
+                                       "built-in name, split like the parent's."),
+    name: Optional[str] = typer.Option(None, "--name", help="The new run's name (default: PARENT_update)."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    resume: bool = typer.Option(False, "--resume", help="Continue the update from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the final report."),
+) -> None:
+    """Fine-tune a run's model on new data (a new run whose parent it is) and measure what it forgot and gained.
+
+    Anti-forgetting methods are overrides like any other, e.g. methods.replay.size=1000, methods.ewc.strength=1,
+    methods.l2sp.strength=0.01."""
+    _setup_logging(quiet)
+    with _user_errors():
+        from transferkit.recipes import update as upd
+
+        cfg = upd.plan(run_dir, data, name=name, overrides=overrides or [])
+        s = upd.run(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
+        if s:
+            _print_update(s, cfg.run_dir)
+
+
+def _print_update(s: dict, run_dir: Path) -> None:
+    u = s.get("update")
+    if u:
+        table = Table(title=f"{s['name']}: the update of {u['parent']} ({u['metric']}, before -> after)")
+        for col in ("test split", "examples", "before", "after", "change"):
+            table.add_column(col, justify="left" if col == "test split" else "right")
+        for key, label in (("parent_test", "parent's (forgetting)"), ("new_test", "new data's (gain)")):
+            if key in u:
+                r = u[key]
+                table.add_row(label, str(r["examples"]), f"{r['before']:.4f}", f"{r['after']:.4f}",
+                              f"{r['change']:+.4f}")
+        out.print(table)
+    t = s["train"]
+    out.print(f"training: {t['steps']} steps, {t['seconds']:.0f} s · report: {run_dir / 'report.md'} · "
+              f"model: {run_dir / 'model'}")
+
+
+@app.command()
 def pretrain(
     config: Path = typer.Argument(..., help="Pretraining config (YAML)."),
     overrides: Optional[list[str]] = OVERRIDES,

@@ -332,6 +332,20 @@ class CompareConfig(Section):
 
 class OutputConfig(Section):
     dir: str = Field("runs/{name}", description="Run folder; {name} is replaced by the run's name.")
+    replay_sample: int = Field(
+        1000, ge=0, description="Training examples kept in the run folder (replay.jsonl; a stratified sample for "
+        "classification) so that a later `transferkit update` can replay them (methods.replay) and estimate the "
+        "Fisher information (methods.ewc). 0 keeps none.")
+
+
+class UpdateConfig(Section):
+    parent: str | None = Field(
+        None, description="The run folder this run updates (`transferkit update` sets it): the fine-tuning starts "
+        "from its model, replay and EWC read its kept sample, and the report measures what the update forgot on "
+        "its test split. None: a run of its own.")
+    evaluate_parent: bool = Field(
+        True, description="Score the parent's test split before and after the update (the forgetting score) "
+        "and the new test split before and after (the gain).")
 
 
 METHODS_HELP = ("Fine-tuning methods plugged into the training loop, by name, each with its own settings, e.g. "
@@ -353,6 +367,8 @@ class RunConfig(Section):
     compare: CompareConfig = Field(default_factory=CompareConfig, description="Baselines in the transfer report.")
     methods: dict[str, Any] = Field(default_factory=dict, description=METHODS_HELP)
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+    update: UpdateConfig = Field(default_factory=UpdateConfig,
+                                 description="Continual learning: the run this one updates (lineage).")
 
     @property
     def run_dir(self) -> Path:
@@ -611,6 +627,8 @@ class PretrainConfig(Section):
     )
     methods: dict[str, Any] = Field(default_factory=dict, description=METHODS_HELP)
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+    update: UpdateConfig = Field(default_factory=UpdateConfig,
+                                 description="Continual learning: the run this one updates (lineage).")
 
     @property
     def run_dir(self) -> Path:

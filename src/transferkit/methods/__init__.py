@@ -33,6 +33,9 @@ BUILTIN: dict[str, str] = {
     "eda": "transferkit.methods.eda:EDA",
     "mlm_substitution": "transferkit.methods.mlm_substitution:MLMSubstitution",
     "back_translation": "transferkit.methods.back_translation:BackTranslation",
+    "replay": "transferkit.methods.replay:Replay",
+    "l2sp": "transferkit.methods.anchor:L2SP",
+    "ewc": "transferkit.methods.anchor:EWC",
 }
 _EXTRA: dict[str, type[Method]] = {}
 

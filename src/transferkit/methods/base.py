@@ -74,6 +74,10 @@ class Method:
     def name(self) -> str:
         return self.Config.method
 
+    def bind(self, run: Any) -> None:
+        """The whole run config, before any other hook (a method that needs more than its own section: the
+        parent run of an update)."""
+
     # -- data (training split only; validation and test are never touched)
     def train_examples(self, examples: Any, *, seed: int) -> Any:
         """The training Examples before they are encoded (augmentation). Returns Examples."""
@@ -106,6 +110,10 @@ class Method:
         forward pass, then its backward) and returns the loss; a method may add passes around it
         (adversarial perturbations) or replace the loss. Returns the loss to log."""
         return inner()
+
+    def before_optimizer_step(self, *, model: nn.Module) -> None:
+        """Once per optimizer step, after every backward pass of the step (gradients complete, all-reduced under
+        DDP) and before clipping: a penalty added to the gradients directly (L2-SP, EWC)."""
 
     # -- events
     def on_train_start(self, *, model: nn.Module, total_steps: int, steps_per_epoch: int) -> None:

@@ -16,13 +16,18 @@ class MethodStack:
     def __init__(self, methods: list[Method] | None = None) -> None:
         self.methods = list(methods or [])
         self._steps = [m for m in self.methods if _overrides(m, "train_step")]
+        self._pre_step = [m for m in self.methods if _overrides(m, "before_optimizer_step")]
         self.has_loss = any(_overrides(m, "configure_loss") for m in self.methods)
 
     @classmethod
-    def from_config(cls, configs: dict[str, Any]) -> MethodStack:
+    def from_config(cls, configs: dict[str, Any], run: Any = None) -> MethodStack:
+        """The run's methods; `run` (the whole config) is handed to each method's `bind` hook."""
         from transferkit import methods
 
-        return cls(methods.build(configs))
+        stack = cls(methods.build(configs))
+        for m in stack.methods:
+            m.bind(run)
+        return stack
 
     def __bool__(self) -> bool:
         return bool(self.methods)
@@ -66,6 +71,14 @@ class MethodStack:
             return chain[i].train_step(ctx, lambda: call(i + 1))
 
         return call(0)
+
+    @property
+    def has_pre_step(self) -> bool:
+        return bool(self._pre_step)
+
+    def before_optimizer_step(self, **kw: Any) -> None:
+        for m in self._pre_step:
+            m.before_optimizer_step(**kw)
 
     # events
     def on_train_start(self, **kw: Any) -> None:

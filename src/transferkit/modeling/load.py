@@ -178,9 +178,17 @@ def instantiate(cls: Any, ref: str, init: str, config: Any):
         import torch
 
         check_weights(ref)
+        from transferkit.modeling.grow import grows, load_grown
+
+        labels = [config.id2label[i] for i in range(config.num_labels)] if getattr(config, "id2label", None) else None
+        old = grows(ref, labels)
         try:
+            if old is not None:  # a class-incremental update: the saved head's labels plus new ones
+                return load_grown(cls, ref, config, old)
             # float32 whatever the checkpoint stores (transformers 5 keeps a float16 checkpoint in float16)
             return cls.from_pretrained(ref, config=config, dtype=torch.float32)
+        except ModelError:
+            raise
         except Exception as e:  # noqa: BLE001 - OSError, SafetensorError, ValueError...: weights unusable
             raise ModelError(f"could not load the weights of '{ref}' (damaged or incomplete?): {_reason(e)}") from None
     return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)

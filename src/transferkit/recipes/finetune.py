@@ -76,7 +76,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     task.check(splits.test)
     # the methods see the training split first (augmentation, before it is encoded); the fingerprint that
     # --resume compares covers what is trained on, so a changed synonym table or MLM is noticed
-    methods = MethodStack.from_config(cfg.methods)
+    methods = MethodStack.from_config(cfg.methods, run=cfg)
     splits.train = methods.train_examples(splits.train, seed=cfg.train.seed)
     folder.check_data(data_fingerprint(splits))
     run_dir = folder.path
@@ -147,7 +147,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
 
     if cfg.compare.scratch:
         log.info("training the same architecture from scratch on the same data and budget...")
-        scratch_methods = MethodStack.from_config(cfg.methods)  # the same methods, their own state
+        scratch_methods = MethodStack.from_config(cfg.methods, run=cfg)  # the same methods, their own state
         scratch_model, _, _ = _build_model(cfg, task, ref, tokenizer, "scratch", scratch_methods)
         tuned = getattr(task, "threshold", None)  # the fine-tuned model's decision rule: the scratch model
         if tuned is not None:  # trains with argmax and gets its own
@@ -184,6 +184,13 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
                   "peak_rss_mb": peak_rss_mb(), "processes": acc.num_processes, "trainable_params": trainable, "total_params": total,
                   "trainable_fraction": trainable / max(total, 1)},
     }
+    if cfg.output.replay_sample:  # for a later `transferkit update`: the training examples, not augmented copies
+        from transferkit.continual.store import write_sample
+
+        originals = splits.train.subset(list(range(int(splits.train.meta.get("originals", len(splits.train))))))
+        summary["replay_sample"] = write_sample(run_dir, originals, cfg.output.replay_sample, cfg.train.seed)
+    if cfg.update.parent:
+        summary["parent"] = str(cfg.update.parent)
     atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
     from transferkit.deploy.card import model_card
 

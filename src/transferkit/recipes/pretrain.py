@@ -158,7 +158,7 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     model = task.wrap(lm)
     from transferkit.methods.stack import MethodStack
 
-    methods = MethodStack.from_config(cfg.methods)
+    methods = MethodStack.from_config(cfg.methods, run=cfg)
     model = methods.prepare_model(model, task=task)
     rundir.check_free_space(folder.path, model)
     open_run(cfg, folder, acc)

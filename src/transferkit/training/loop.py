@@ -224,6 +224,8 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                     running_n += 1
                     state.examples_seen += len(idx) * world
                     state.tokens_seen += sum(train.lengths[i] for i in idx) * world
+                if methods.has_pre_step:
+                    methods.before_optimizer_step(model=model)
                 if cfg.max_grad_norm:
                     acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
