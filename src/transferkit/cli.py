@@ -164,6 +164,61 @@ def _print_update(s: dict, run_dir: Path) -> None:
 
 
 @app.command()
+def drift(
+    run_dir: Path = typer.Argument(..., help="A fine-tuning run folder (it keeps a sample of its training data)."),
+    data: str = typer.Option(..., "--data", help="The new texts: a file (.csv/.tsv/.jsonl) or a built-in name."),
+    text_column: str = typer.Option("text", "--text-column", help="Column holding the text."),
+    label_column: Optional[str] = typer.Option(None, "--label-column",
+                                               help="Column holding labels, when the new data has them."),
+    max_examples: int = typer.Option(1000, "--max-examples", help="Texts compared from each side (sampled)."),
+    auc_max: float = typer.Option(0.75, "--auc-max", help="Flag when a classifier separates the samples better."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
+    fail_on_drift: bool = typer.Option(False, "--fail-on-drift", help="Exit with status 3 when drift is found "
+                                       "(to gate an update in a script)."),
+) -> None:
+    """Compare new texts with what a run was trained on and say whether an update is due."""
+    _setup_logging(True)
+    with _user_errors():
+        from transferkit.continual import drift as dr
+        from transferkit.data.sources import read_source, to_examples
+
+        ds = read_source(data)
+        split = ds["train"] if "train" in ds else next(iter(ds.values()))
+        ex = to_examples(split, text_column=text_column, label_column=label_column, text_pair_column=None,
+                         where=data, name="new", option="--text-column")
+        report = dr.check(run_dir, ex.texts, ex.labels if label_column else None, max_examples=max_examples,
+                          auc_max=auc_max)
+        if json_out is not None:
+            json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        _print_drift(report)
+    if fail_on_drift and report["drift"]:
+        raise typer.Exit(3)
+
+
+def _print_drift(r: dict) -> None:
+    table = Table(title=f"drift of {r['new_examples']} new texts against {r['run']}'s training sample")
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    table.add_column("limit", justify="right")
+    table.add_row("embedding: domain classifier ROC AUC", f"{r['embedding']['domain_auc']:.3f}",
+                  f"{r['embedding']['max']}")
+    if "confidence" in r:
+        c = r["confidence"]
+        table.add_row("confidence: mean top-class probability drop", f"{c['drop']:+.3f} (KS p {c['ks_pvalue']:.2g})",
+                      f"{c['max_drop']}")
+        table.add_row("predicted labels: total variation", f"{r['predicted_labels']['tvd']:.3f}",
+                      f"{r['predicted_labels']['max']}")
+    if "labels" in r:
+        table.add_row("labels: total variation", f"{r['labels']['tvd']:.3f}", f"{r['labels']['max']}")
+    v = r["vocabulary"]
+    table.add_row("vocabulary: unseen-word rate minus baseline", f"{v['excess']:+.3f}", f"{v['max_excess']}")
+    out.print(table)
+    for f in r["flags"]:
+        out.print(f"  - {f}")
+    out.print(r["verdict"])
+
+
+@app.command()
 def pretrain(
     config: Path = typer.Argument(..., help="Pretraining config (YAML)."),
     overrides: Optional[list[str]] = OVERRIDES,

