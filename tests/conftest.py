@@ -12,6 +12,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["TRANSFERKIT_REGISTRY"] = "off"  # tests register nothing unless they say so (tests/unit/test_registry.py)
 
 POS = ["great", "wonderful", "superb", "moving", "brilliant", "charming", "fresh", "delightful"]
 NEG = ["awful", "boring", "dull", "terrible", "weak", "tedious", "bland", "clumsy"]

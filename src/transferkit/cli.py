@@ -397,7 +397,8 @@ def _check_output(path: Path, inputs: Optional[Path], run: Path) -> None:
 
 @app.command()
 def predict(
-    run: Path = typer.Argument(..., help="Run folder (or its model/ folder, or an export folder: ONNX Runtime)."),
+    run: Path = typer.Argument(..., help="Run folder (or its model/ folder, an export folder: ONNX Runtime, or a "
+                               "registry reference: models:/NAME@ALIAS)."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="csv / jsonl / txt; default: stdin lines."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here; default: stdout."),
     text_column: str = typer.Option("text", help="Text column of a csv/jsonl input."),
@@ -413,7 +414,7 @@ def predict(
             _check_output(output, input, run)
         from transferkit.deploy.predictor import Predictor
 
-        predictor = Predictor.load(run, int8=int8)
+        predictor = Predictor.load(_model_ref(run), int8=int8)
         structured = hasattr(predictor.task, "examples_for_prediction")
         inputs = _read_inputs(input, text_column, structured)
         valid = [item for _, item in inputs if item is not None]
@@ -474,7 +475,8 @@ def export(
 
 @app.command()
 def serve(
-    model: Path = typer.Argument(..., help="Run folder, model folder or export folder (ONNX)."),
+    model: Path = typer.Argument(..., help="Run folder, model folder, export folder (ONNX) or a registry reference "
+                                 "(models:/NAME@ALIAS, models:/NAME/VERSION)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, min=1, max=65535),
     workers: int = typer.Option(1, min=1, help="Server processes, each with the model (its metrics are its own)."),
@@ -503,7 +505,7 @@ def serve(
         from transferkit.errors import ConfigError
 
         try:
-            settings = ServeSettings(model=model, int8=int8, api_keys=api_keys, auth=not no_auth, max_texts=max_texts,
+            settings = ServeSettings(model=_model_ref(model), int8=int8, api_keys=api_keys, auth=not no_auth, max_texts=max_texts,
                                      max_chars=max_chars, max_queue=max_queue, max_batch_tokens=max_batch_tokens,
                                      max_wait_ms=max_wait_ms, timeout_s=timeout, log_texts=log_texts)
         except ValidationError as e:
@@ -518,6 +520,74 @@ def serve(
             uvicorn.run("transferkit.serve.app:from_environment", factory=True, host=host, port=port,
                         workers=workers, access_log=False, log_level="warning",
                         timeout_graceful_shutdown=int(timeout) + 5)
+
+
+def _model_ref(path: Path) -> Path:
+    """A run/model/export folder as given, or the run folder a registry reference (models:/...) points at."""
+    from transferkit import registry
+
+    text = str(path)
+    if text.startswith("models:"):
+        text = "models:/" + text[len("models:"):].lstrip("/")
+        return registry.resolve(text)
+    return path
+
+
+models_app = typer.Typer(no_args_is_help=True, help="Model versions in the MLflow registry (lineage, aliases).")
+app.add_typer(models_app, name="models")
+REGISTRY_URI = typer.Option(None, "--registry", help="MLflow registry URI (default: TRANSFERKIT_REGISTRY, else "
+                            "sqlite:///mlruns.db in the working directory).")
+
+
+def _uri(uri: Optional[str]) -> str:
+    from transferkit import registry
+
+    u = registry.resolve_uri(uri)
+    if u is None:
+        raise registry.RegistryError(f"the registry is off ({registry.ENV}=off); give --registry URI")
+    return u
+
+
+@models_app.command("list")
+def models_list(name: Optional[str] = typer.Argument(None, help="A registered model (default: all)."),
+                uri: Optional[str] = REGISTRY_URI) -> None:
+    """Every version: its aliases, the kind of run, its parent version, its data fingerprint and run folder."""
+    with _user_errors():
+        from transferkit import registry
+
+        rows = registry.versions(_uri(uri), name)
+        table = Table(title=f"registered models ({_uri(uri)})")
+        for col in ("model", "version", "aliases", "kind", "parent", "data", "run folder"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["name"], str(r["version"]), ", ".join(r["aliases"]), r["kind"], r["parent"],
+                          r["data"][:12], r["run_dir"])
+        out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(name: str = typer.Argument(..., help="The registered model."),
+                   version: int = typer.Argument(..., help="The version to promote."),
+                   alias: str = typer.Option("production", "--alias", help="The alias to move."),
+                   uri: Optional[str] = REGISTRY_URI) -> None:
+    """Point an alias (production by default) at a version; `rollback` undoes it."""
+    with _user_errors():
+        from transferkit import registry
+
+        r = registry.promote(_uri(uri), name, version, alias)
+        was = f" (was version {r['previous']})" if r["previous"] is not None else ""
+        out.print(f"models:/{name}@{alias} -> version {version}{was}")
+
+
+@models_app.command("rollback")
+def models_rollback(name: str = typer.Argument(..., help="The registered model."),
+                    uri: Optional[str] = REGISTRY_URI) -> None:
+    """Move production back to the version it pointed at before the last promotion."""
+    with _user_errors():
+        from transferkit import registry
+
+        r = registry.rollback(_uri(uri), name)
+        out.print(f"models:/{name}@production -> version {r['version']} (was version {r['previous']})")
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for `transferkit serve`.")

@@ -332,6 +332,19 @@ class CompareConfig(Section):
 
 class OutputConfig(Section):
     dir: str = Field("runs/{name}", description="Run folder; {name} is replaced by the run's name.")
+
+
+class RegistryConfig(Section):
+    enabled: bool = Field(True, description="Register the finished run as a new version of a model in the MLflow "
+                          "registry (params, metrics, lineage, data fingerprint; alias `candidate`). The environment "
+                          "variable TRANSFERKIT_REGISTRY=off turns it off, any other value is the URI.")
+    uri: str | None = Field(None, description="MLflow tracking and registry URI. Default: sqlite:///mlruns.db in the "
+                            "working directory (artifacts beside it in mlartifacts/).")
+    model_name: str | None = Field(None, description="The registered model this run is a version of. Default: the "
+                                   "run's name; an update: its parent's model.")
+
+
+class RunOutputConfig(OutputConfig):
     replay_sample: int = Field(
         1000, ge=0, description="Training examples kept in the run folder (replay.jsonl; a stratified sample for "
         "classification) so that a later `transferkit update` can replay them (methods.replay) and estimate the "
@@ -366,7 +379,8 @@ class RunConfig(Section):
     )
     compare: CompareConfig = Field(default_factory=CompareConfig, description="Baselines in the transfer report.")
     methods: dict[str, Any] = Field(default_factory=dict, description=METHODS_HELP)
-    output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+    output: RunOutputConfig = Field(default_factory=RunOutputConfig, description="Where results go.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model versions in MLflow.")
     update: UpdateConfig = Field(default_factory=UpdateConfig,
                                  description="Continual learning: the run this one updates (lineage).")
 
@@ -627,8 +641,7 @@ class PretrainConfig(Section):
     )
     methods: dict[str, Any] = Field(default_factory=dict, description=METHODS_HELP)
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
-    update: UpdateConfig = Field(default_factory=UpdateConfig,
-                                 description="Continual learning: the run this one updates (lineage).")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model versions in MLflow.")
 
     @property
     def run_dir(self) -> Path:

@@ -196,4 +196,8 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
 
     atomic_write_text(run_dir / "model" / "README.md", model_card(summary, cfg))
     write_report(run_dir, summary, result.history)
+    if not cfg.update.parent:  # an update registers itself once its before/after figures exist
+        from transferkit.registry import register
+
+        register(run_dir, summary, cfg, "finetune")
     return summary

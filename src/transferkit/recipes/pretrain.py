@@ -224,5 +224,8 @@ def _train_and_ship(cfg: PretrainConfig, task: Any, model: Any, tokenizer: Any, 
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2, ensure_ascii=False))
     write_pretrain_report(run_dir, summary, result.history)
+    from transferkit.registry import register
+
+    register(run_dir, summary, cfg, "pretrain")
     return summary
 

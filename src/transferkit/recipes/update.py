@@ -95,6 +95,9 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     if cfg.update.evaluate_parent:
         summary["update"] = measure(cfg, wall_s=wall)
         _append_report(cfg.run_dir, summary["update"])
+    from transferkit.registry import register
+
+    register(cfg.run_dir, summary, cfg, "update")
     return summary
 
 
