@@ -164,6 +164,27 @@ def _print_update(s: dict, run_dir: Path) -> None:
 
 
 @app.command()
+def search(
+    config: Path = typer.Argument(..., help="Run config (YAML) with a `search:` section."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Finished trials to stop at (default: "
+                                         "search.trials)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the final table."),
+) -> None:
+    """Hyperparameter search with Optuna (TPE + median pruning; SQLite: rerun to resume, run several to share)."""
+    _setup_logging(quiet)
+    with _user_errors():
+        from transferkit.recipes import search as srch
+
+        s = srch.run(config, overrides or [], trials=trials, progress=not quiet)
+        n = s["trials"]
+        out.print(f"study {s['study']}: {n['complete']} complete, {n['pruned']} pruned, {n['fail']} failed")
+        if "best_trial" in s:
+            params = ", ".join(f"{k}={v}" for k, v in s["best_params"].items())
+            out.print(f"best: trial {s['best_trial']}, validation {s['metric']} {s['best_value']:.4f} ({params})")
+
+
+@app.command()
 def drift(
     run_dir: Path = typer.Argument(..., help="A fine-tuning run folder (it keeps a sample of its training data)."),
     data: str = typer.Option(..., "--data", help="The new texts: a file (.csv/.tsv/.jsonl) or a built-in name."),

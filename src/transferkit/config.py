@@ -383,6 +383,9 @@ class RunConfig(Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model versions in MLflow.")
     update: UpdateConfig = Field(default_factory=UpdateConfig,
                                  description="Continual learning: the run this one updates (lineage).")
+    search: dict[str, Any] | None = Field(
+        None, description="Hyperparameter search space and settings for `transferkit search` (docs/search.md); "
+        "`finetune` ignores it.")
 
     @property
     def run_dir(self) -> Path:

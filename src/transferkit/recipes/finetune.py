@@ -63,7 +63,10 @@ def _build_model(cfg: RunConfig, task, ref: str, tokenizer, init: str, methods: 
     return model, trainable, total
 
 
-def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+        observers: list[Any] | None = None) -> dict[str, Any]:
+    """`observers`: Method instances that only watch the loop's events (a hyperparameter search's pruning); they
+    are not part of the config, the data fingerprint or the saved run."""
     # 1. Everything the user gave is checked before anything is written.
     folder = rundir.plan(cfg, cfg.run_dir, "finetune", resume=resume, overwrite=overwrite)
     ref = mload.resolve(cfg.model.path)
@@ -78,6 +81,8 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     # --resume compares covers what is trained on, so a changed synonym table or MLM is noticed
     methods = MethodStack.from_config(cfg.methods, run=cfg)
     splits.train = methods.train_examples(splits.train, seed=cfg.train.seed)
+    if observers:
+        methods = MethodStack([*methods.methods, *observers])
     folder.check_data(data_fingerprint(splits))
     run_dir = folder.path
 
@@ -172,7 +177,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         "name": cfg.name, "task": task.name, "metric": metric,
         "labels": getattr(task, "types", None) or task.labels,  # NER: entity types, not tags
         "baseline_names": getattr(task, "baseline_names", {}),
-        "model": cfg.model.path, "test": test_metrics, "methods": methods.describe(),
+        "model": cfg.model.path, "test": test_metrics, "methods": [d for d in methods.describe() if d["method"] in cfg.methods],
         "transfer": {k: {m: v[m] for m in (metric, *transfer_metrics(task)) if m in v} for k, v in transfer.items()},
         "data": splits.report.as_dict(),
         **({"samples": samples(splits.test, test_preds)} if samples is not None else {}),
