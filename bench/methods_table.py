@@ -74,6 +74,9 @@ STUDIES: dict[str, dict] = {
             "mlm_sub": {"label": "+ MLM substitution", "inherit": "full",
                         "set": ["methods.mlm_substitution.model=bench/work/mlm_en/model"],
                         "grid": {"methods.mlm_substitution.copies": [1, 2]}},
+            # issue 13: MiniLM continued on review text (the same MLM, 3 epochs with 100 head-only warm-up steps)
+            "dapt": {"label": "domain-adaptive MLM start (bench/work/mlm_en)", "inherit": "full",
+                     "set": ["model.path=bench/work/mlm_en/model"]},
         },
     },
 }
