@@ -344,6 +344,14 @@ class RegistryConfig(Section):
                                    "run's name; an update: its parent's model.")
 
 
+class TrackingConfig(Section):
+    tensorboard: bool = Field(True, description="TensorBoard event files in RUN/tensorboard (metrics.jsonl is always "
+                              "written).")
+    mlflow: bool = Field(False, description="Live metrics of training and validation to an MLflow run as they are "
+                         "logged (the registry's URI, experiment 'transferkit'); the registered version then "
+                         "points at that run.")
+
+
 class RunOutputConfig(OutputConfig):
     replay_sample: int = Field(
         1000, ge=0, description="Training examples kept in the run folder (replay.jsonl; a stratified sample for "
@@ -381,6 +389,7 @@ class RunConfig(Section):
     methods: dict[str, Any] = Field(default_factory=dict, description=METHODS_HELP)
     output: RunOutputConfig = Field(default_factory=RunOutputConfig, description="Where results go.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model versions in MLflow.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")
     update: UpdateConfig = Field(default_factory=UpdateConfig,
                                  description="Continual learning: the run this one updates (lineage).")
     search: dict[str, Any] | None = Field(
@@ -645,6 +654,7 @@ class PretrainConfig(Section):
     methods: dict[str, Any] = Field(default_factory=dict, description=METHODS_HELP)
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model versions in MLflow.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")
 
     @property
     def run_dir(self) -> Path:

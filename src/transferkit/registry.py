@@ -125,8 +125,13 @@ def _register(run_dir: Path, summary: dict[str, Any], cfg: Any, kind: str, uri: 
             str(fingerprint), "transferkit.parent_run": str(parent or ""),
             "transferkit.parent_version": str(parent_rec["version"]) if parent_rec and parent_rec["name"] == name
             else (f"{parent_rec['name']}/{parent_rec['version']}" if parent_rec else "")}
-    run = client.create_run(exp, run_name=cfg.name, tags=tags)
-    rid = run.info.run_id
+    tracked = run_dir / "tracking.json"  # tracking.mlflow: the live run of this training gets the rest too
+    if tracked.is_file() and json.loads(tracked.read_text()).get("uri") == uri:
+        rid = json.loads(tracked.read_text())["mlflow_run_id"]
+        for k, v in tags.items():
+            client.set_tag(rid, k, v)
+    else:
+        rid = client.create_run(exp, run_name=cfg.name, tags=tags).info.run_id
     params = _flatten(cfg.model_dump(mode="json"))
     from mlflow.entities import Metric, Param
 

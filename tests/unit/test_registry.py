@@ -85,3 +85,23 @@ def test_registry_off_and_failure_keep_the_run(tiny_model, tmp_path, monkeypatch
     s = run(load_config(raw={**cfg, "name": "second"}), progress=False)
     assert s["test"]["accuracy"] >= 0 and (tmp_path / "second" / "model" / "config.json").is_file()
     assert not (tmp_path / "second" / "registry.json").exists()
+
+
+def test_live_tracking_to_mlflow_and_the_tensorboard_switch(tiny_model, tmp_path, uri):
+    from mlflow import MlflowClient
+
+    data = write_csv(tmp_path / "d.csv", make_rows(120, seed=1))
+    cfg = tiny_config(tiny_model, data, tmp_path, name="tracked", train={"epochs": 2, "log_every": 2},
+                      tracking={"mlflow": True, "tensorboard": False})
+    run(load_config(raw=cfg), progress=False)
+    out = tmp_path / "tracked"
+    rid = json.loads((out / "tracking.json").read_text())["mlflow_run_id"]
+    assert json.loads((out / "registry.json").read_text())["mlflow_run_id"] == rid  # one MLflow run per run
+    client = MlflowClient(uri)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in logged if r["split"] == "train"]
+    history = client.get_metric_history(rid, "train/loss")
+    assert [m.step for m in history] == train_steps and len(train_steps) >= 3
+    assert [m.value for m in history] == pytest.approx([r["loss"] for r in logged if r["split"] == "train"])
+    assert client.get_metric_history(rid, "validation/accuracy")
+    assert not (out / "tensorboard").exists()

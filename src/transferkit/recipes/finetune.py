@@ -81,6 +81,9 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, progre
     # --resume compares covers what is trained on, so a changed synonym table or MLM is noticed
     methods = MethodStack.from_config(cfg.methods, run=cfg)
     splits.train = methods.train_examples(splits.train, seed=cfg.train.seed)
+    from transferkit.tracking import observers as trackers
+
+    observers = [*(observers or []), *trackers(cfg, cfg.run_dir)]
     if observers:
         methods = MethodStack([*methods.methods, *observers])
     folder.check_data(data_fingerprint(splits))
@@ -135,7 +138,8 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
 
     # 4. Fine-tune, keep the best checkpoint, test it.
     result = fit(task, model, train, val, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
-                 resume=resume, progress=progress, label="fine-tuning", methods=methods)
+                 resume=resume, progress=progress, label="fine-tuning", methods=methods,
+                 tensorboard=cfg.tracking.tensorboard)
     model = acc.unwrap_model(model)
     if methods:  # a schedule may have thawed parameters during training (gradual unfreezing): count them too
         from transferkit.modeling.freeze import count_params
@@ -159,7 +163,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
             task.threshold = None
         fit(task, scratch_model, train, val, cfg.train, cfg.early_stopping, run_dir / "scratch",
             accelerator=acc, resume=resume, progress=progress, label="training from scratch",
-            methods=scratch_methods)
+            methods=scratch_methods, tensorboard=cfg.tracking.tensorboard)
         scratch_methods.after_training(model=scratch_model, task=task, val=val, infer=scores_of)
         transfer["scratch"] = evaluate(task, scratch_model, test, device=acc.device, accelerator=acc)[0]
         if tuned is not None:

@@ -159,6 +159,10 @@ def run(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False, p
     from transferkit.methods.stack import MethodStack
 
     methods = MethodStack.from_config(cfg.methods, run=cfg)
+    from transferkit.tracking import observers as trackers
+
+    if cfg.tracking.mlflow:
+        methods = MethodStack([*methods.methods, *trackers(cfg, cfg.run_dir)])
     model = methods.prepare_model(model, task=task)
     rundir.check_free_space(folder.path, model)
     open_run(cfg, folder, acc)
@@ -189,7 +193,8 @@ def _train_and_ship(cfg: PretrainConfig, task: Any, model: Any, tokenizer: Any, 
 
     # 3. Train.
     result = fit(task, model, train, held, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
-                 resume=resume, progress=progress, label="pretraining", methods=methods)
+                 resume=resume, progress=progress, label="pretraining", methods=methods,
+                 tensorboard=cfg.tracking.tensorboard)
     model = acc.unwrap_model(model)
     after, _ = evaluate(task, model, held, device=acc.device, accelerator=acc, batch_size=64)
     if not main:

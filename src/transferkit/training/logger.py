@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 class MetricsLogger:
     def __init__(self, run_dir: Path, enabled: bool = True, resume_offset: int | None = None,
-                 purge_step: int | None = None) -> None:
+                 purge_step: int | None = None, tensorboard: bool = True) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.history: list[dict[str, Any]] = []
@@ -26,6 +26,8 @@ class MetricsLogger:
             self.history = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
         elif self.path.exists():
             self.path.unlink()
+        if not tensorboard:
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -93,7 +93,8 @@ def _micro_batch_size(cfg: TrainConfig, world: int) -> int:
 
 def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainConfig,
         early: EarlyStoppingConfig, run_dir: Path, *, accelerator: Any = None, resume: bool = False,
-        progress: bool = True, label: str = "training", methods: MethodStack | None = None) -> FitResult:
+        progress: bool = True, label: str = "training", methods: MethodStack | None = None,
+        tensorboard: bool = True) -> FitResult:
     """Train `model` on `train`, evaluating on `val`. Checkpoints go to run_dir/checkpoints.
 
     The best model (by the early-stopping metric) is kept in run_dir/checkpoints/best_model.pt and loaded
@@ -148,7 +149,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
 
     model, optimizer = acc.prepare(model, optimizer)
     logger = MetricsLogger(run_dir, enabled=main, resume_offset=metrics_offset,
-                           purge_step=state.step if metrics_offset is not None else None)
+                           purge_step=state.step if metrics_offset is not None else None, tensorboard=tensorboard)
 
     def save_last(end_of_epoch: bool) -> None:
         loop_state = {**vars(state), "loss_sum": float(running), "loss_count": running_n}
