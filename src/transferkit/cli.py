@@ -158,6 +158,9 @@ def _print_update(s: dict, run_dir: Path) -> None:
                 table.add_row(label, str(r["examples"]), f"{r['before']:.4f}", f"{r['after']:.4f}",
                               f"{r['change']:+.4f}")
         out.print(table)
+        if "parent_test" not in u:
+            out.print("forgetting not measured: the parent's test split could not be rebuilt (its data source is "
+                      "not reachable from here; see the warning above)")
     t = s["train"]
     out.print(f"training: {t['steps']} steps, {t['seconds']:.0f} s · report: {run_dir / 'report.md'} · "
               f"model: {run_dir / 'model'}")

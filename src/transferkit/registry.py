@@ -37,12 +37,13 @@ class RegistryError(TransferkitError):
 
 
 def resolve_uri(uri: str | None = None) -> str | None:
-    """The registry URI, or None when registering is off (TRANSFERKIT_REGISTRY=off)."""
+    """The registry URI: the one given (registry.uri, --registry), else TRANSFERKIT_REGISTRY, else
+    sqlite:///mlruns.db in the working directory; None when the variable says off and nothing was given."""
+    if uri:
+        return uri
     env = os.environ.get(ENV)
     if env is not None and env.strip():
         return None if env.strip().lower() in ("off", "0", "false", "no") else env.strip()
-    if uri:
-        return uri
     return f"sqlite:///{(Path.cwd() / 'mlruns.db').resolve()}"
 
 
@@ -169,11 +170,8 @@ def versions(uri: str, name: str | None = None) -> list[dict[str, Any]]:
     names = [name] if name else [m.name for m in client.search_registered_models()]
     out = []
     for n in names:
-        try:
-            vs = client.search_model_versions(f"name='{n}'")
-        except Exception as e:  # noqa: BLE001
-            raise RegistryError(f"no registered model '{n}' in {uri}: {e}") from None
-        rm = client.get_registered_model(n)
+        rm = _registered(client, n, uri)
+        vs = client.search_model_versions(f"name='{n}'")
         raw = rm.aliases or {}
         pairs = raw.items() if isinstance(raw, dict) else ((a.alias, a.version) for a in raw)
         by_version: dict[int, list[str]] = {}
@@ -186,6 +184,17 @@ def versions(uri: str, name: str | None = None) -> list[dict[str, Any]]:
                         "data": v.tags.get("transferkit.data_fingerprint", ""),
                         "created": v.creation_timestamp})
     return out
+
+
+def _registered(client: Any, name: str, uri: str) -> Any:
+    try:
+        return client.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - RESOURCE_DOES_NOT_EXIST
+        known = [m.name for m in client.search_registered_models()]
+        from transferkit.errors import did_you_mean
+
+        raise RegistryError(f"no registered model '{name}' in {uri}.{did_you_mean(name, known)} Registered: "
+                            f"{', '.join(known) or 'none'} (`transferkit models list`).") from None
 
 
 def _check_version(client: Any, name: str, version: int) -> None:
@@ -201,6 +210,7 @@ def _check_version(client: Any, name: str, version: int) -> None:
 def promote(uri: str, name: str, version: int, alias: str = "production") -> dict[str, Any]:
     """Point `alias` at `version`; for `production`, the version it pointed at before is kept in the history."""
     client = _client(uri)
+    _registered(client, name, uri)
     _check_version(client, name, version)
     previous = None
     try:
@@ -222,6 +232,7 @@ def _history(client: Any, name: str) -> list[int]:
 def rollback(uri: str, name: str) -> dict[str, Any]:
     """Move `production` back to the version it pointed at before the last promotion."""
     client = _client(uri)
+    _registered(client, name, uri)
     hist = _history(client, name)
     if not hist:
         raise RegistryError(f"model '{name}': nothing to roll back to (production was never moved from one "

@@ -84,7 +84,15 @@ def observers(cfg: Any, run_dir: Path) -> list[Method]:
     tracking = getattr(cfg, "tracking", None)
     if tracking is None or not tracking.mlflow:
         return []
+    import os
+
     from transferkit.registry import resolve_uri
 
-    uri = resolve_uri(cfg.registry.uri) or f"sqlite:///{(Path.cwd() / 'mlruns.db').resolve()}"
+    uri = resolve_uri(cfg.registry.uri)
+    if uri is None:  # TRANSFERKIT_REGISTRY=off and no registry.uri
+        log.warning("tracking.mlflow: the registry is off (TRANSFERKIT_REGISTRY=off) and no registry.uri is set; "
+                    "not tracking")
+        return []
+    if int(os.environ.get("RANK", "0")) != 0:  # DDP: the main process tracks (its losses are its shard's)
+        return []
     return [MLflowTracker(run_dir, cfg.name, uri)]

@@ -168,7 +168,7 @@ def test_update_config_errors(parent, tmp_path, tiny_model):
         load_config(raw=tiny_config(tiny_model, data, tmp_path, methods={"replay": {}}))
     with pytest.raises(ConfigError, match="ewc and l2sp cannot be combined"):
         upd.plan(run_dir, str(data), overrides=["methods.ewc.strength=1", "methods.l2sp.strength=1"])
-    with pytest.raises(ConfigError, match="l2sp"):
+    with pytest.raises(ConfigError, match=r"methods -> l2sp -> strenght.*strength"):
         upd.plan(run_dir, str(data), overrides=["methods.l2sp.strenght=1"])
 
 
@@ -207,3 +207,28 @@ def test_drift_cli_gates_with_its_exit_status(parent, tmp_path):
     few = write_csv(tmp_path / "few.csv", rows[:5])
     res = CliRunner().invoke(app, ["drift", str(run_dir), "--data", str(few)])
     assert res.exit_code == 2 and "at least 20" in res.output
+
+
+def test_a_finished_run_is_replaced_with_overwrite_and_an_update_of_an_update_keeps_every_label(parent, tmp_path):
+    run_dir, summary = parent
+    cfg = upd.parent_config(run_dir)
+    again = run(cfg, overwrite=True, progress=False)  # replay.jsonl and the other new files are transferkit's own
+    assert again["replay_sample"] == 40
+    first = write_csv(tmp_path / "n1.csv", make_rows(90, seed=5, labels=THREE))
+    child = upd.plan(run_dir, str(first), name="child", overrides=["train.epochs=1"])
+    assert child.task.labels == [*summary["labels"], "neutral"]
+    upd.run(child, progress=False)
+    second = write_csv(tmp_path / "n2.csv", make_rows(90, seed=6, labels=("positive", "mixed")))
+    grandchild = upd.plan(tmp_path / "child", str(second), name="grandchild", overrides=["train.epochs=1"])
+    assert grandchild.task.labels == [*summary["labels"], "neutral", "mixed"]
+    assert grandchild.update.parent == str((tmp_path / "child").resolve())
+
+
+def test_update_data_overrides_replace_the_parents_data(parent, tmp_path):
+    run_dir, _ = parent
+    files = {s: write_csv(tmp_path / f"{s}.csv", make_rows(40, seed=i)) for i, s in enumerate(("train", "validation",
+                                                                                                  "test"))}
+    cfg = upd.plan(run_dir, None, overrides=[f"data.{s}={p}" for s, p in files.items()])
+    assert cfg.data.source is None and cfg.data.train == str(files["train"]) and cfg.data.test == str(files["test"])
+    with pytest.raises(ConfigError, match="the update's run folder would be its parent's"):
+        upd.plan(run_dir, str(files["train"]), overrides=[f"output.dir={run_dir}"])

@@ -75,16 +75,24 @@ def test_lineage_promote_rollback_and_references(tiny_model, tmp_path, uri):
     assert res.exit_code == 0 and "update" in res.output and "candidate" in res.output
 
 
-def test_registry_off_and_failure_keep_the_run(tiny_model, tmp_path, monkeypatch):
+def test_registry_off_and_failure_keep_the_run(tiny_model, tmp_path, monkeypatch, caplog):
     data = write_csv(tmp_path / "d.csv", make_rows(80, seed=1))
     cfg = tiny_config(tiny_model, data, tmp_path, train={"epochs": 1})
     run(load_config(raw=cfg), progress=False)  # conftest: TRANSFERKIT_REGISTRY=off
     assert not (tmp_path / "tiny" / "registry.json").exists()
     # an unusable registry: the run is complete all the same, with a warning
     monkeypatch.setenv(registry.ENV, "nosuchscheme://nowhere")
-    s = run(load_config(raw={**cfg, "name": "second"}), progress=False)
-    assert s["test"]["accuracy"] >= 0 and (tmp_path / "second" / "model" / "config.json").is_file()
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="transferkit.registry"):
+        run(load_config(raw={**cfg, "name": "second"}), progress=False)
+    assert (tmp_path / "second" / "model" / "config.json").is_file() and (tmp_path / "second" / "report.md").is_file()
     assert not (tmp_path / "second" / "registry.json").exists()
+    assert any("registering it in nosuchscheme://nowhere failed" in r.getMessage() for r in caplog.records)
+    # unknown names are clear errors, not internal ones
+    u = f"sqlite:///{tmp_path / 'r.db'}"
+    with pytest.raises(registry.RegistryError, match="no registered model 'nosuch'"):
+        registry.rollback(u, "nosuch")
 
 
 def test_live_tracking_to_mlflow_and_the_tensorboard_switch(tiny_model, tmp_path, uri):

@@ -104,7 +104,9 @@ def check(run_dir: Path, texts: list[str], labels: list[Any] | None = None, *, m
     if kept.inputs is not None:
         raise DataError(f"{run_dir}: drift checks compare plain texts, and this run's task keeps structured inputs "
                         "(tokens, spans, question + context); it works for text classification runs")
-    texts = [t for t in texts if t and t.strip()]
+    keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]  # empty cells (None, NaN) skipped
+    texts = [texts[i] for i in keep]
+    labels = [labels[i] for i in keep] if labels is not None else None
     if len(texts) < 20:
         raise DataError(f"drift: {len(texts)} non-empty new text(s); give at least 20 for the checks to mean "
                         "anything (a few hundred is better)")
@@ -173,7 +175,7 @@ def check(run_dir: Path, texts: list[str], labels: list[Any] | None = None, *, m
     unk = pred.tokenizer.unk_token_id
 
     def unk_rate(ts: list[str]) -> float:
-        ids = [i for t in ts for i in pred.tokenizer(t, add_special_tokens=False)["input_ids"]]
+        ids = [i for t in ts for i in pred.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]]
         return sum(i == unk for i in ids) / max(len(ids), 1)
 
     report["vocabulary"] = {"new_word_rate": rate, "baseline_new_word_rate": baseline, "excess": rate - baseline,

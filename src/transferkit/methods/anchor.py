@@ -88,7 +88,9 @@ class Anchor(Method):
     def prepare_model(self, model: Any, *, task: Any) -> Any:
         import torch
 
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        # every parameter, also those frozen now (gradual unfreezing and head warm-up thaw them later); a frozen one
+        # has no gradient and is skipped at each step
+        named = list(model.named_parameters())
         grown: dict[str, list[int]] = getattr(model, GROWN_ROWS, {}) or {}
         weights = self.importance(model, named, task=task)
         strength = float(self.cfg.strength)  # type: ignore[attr-defined]
@@ -166,6 +168,9 @@ class EWC(Anchor):
         params = [p for _, p in named]
         fisher = [torch.zeros_like(p) for p in params]
         was_training = model.training
+        frozen = [p for p in params if not p.requires_grad]  # thawed later (gradual unfreezing): their Fisher too
+        for p in frozen:
+            p.requires_grad_(True)
         model.eval()
         device = params[0].device if params else torch.device("cpu")
         for f in enc.features:
@@ -176,6 +181,8 @@ class EWC(Anchor):
                 if g is not None:
                     acc.add_(g.detach() ** 2)
         model.train(was_training)
+        for p in frozen:
+            p.requires_grad_(False)
         n = max(len(enc), 1)
         total = sum(float(f.sum()) for f in fisher) / n
         count = sum(f.numel() for f in fisher)

@@ -44,7 +44,8 @@ LEGACY_ENTRIES = {CONFIG, "metrics.json", "metrics.jsonl", "tensorboard", "repor
 #: not what it computes
 SAFE_ON_RESUME = {"name", "output.dir", "train.checkpoint_every"}
 #: what transferkit itself writes into a run folder (anything else is the user's, and --overwrite refuses)
-RUN_ENTRIES = LEGACY_ENTRIES | {MARKER, RESUMES, "adapter"}
+RUN_ENTRIES = LEGACY_ENTRIES | {MARKER, RESUMES, "adapter", "replay.jsonl", "registry.json", "tracking.json",
+                                 "update.json"}
 
 
 class RunFolderError(TransferkitError):

@@ -203,6 +203,8 @@ def run(config: Path, overrides: list[str] | None = None, *, trials: int | None 
     study_name = search.study or f"{base_name}_search"
     out_template = str((raw.get("output") or {}).get("dir", "runs/{name}"))
     folder = Path(out_template.format(name=study_name)).expanduser()
+    if "{name}" not in out_template:  # one folder for every run of the config: the study gets its own below it
+        folder = Path(out_template).expanduser() / study_name
     folder.mkdir(parents=True, exist_ok=True)
     trials_dir = folder / "trials"
     url = search.storage or f"sqlite:///{(folder / 'study.db').resolve()}"

@@ -38,32 +38,42 @@ def parent_config(parent: Path) -> RunConfig:
 
 
 def plan(parent: Path, data: str | None, *, name: str | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """The update run's config: the parent's, with the new data, the parent's model and lineage."""
-    parent = Path(parent)
+    """The update run's config: the parent's, with the new data, the parent's model and lineage. For text
+    classification the labels are the parent's followed by the new data's others (unless task.labels is given)."""
+    parent = Path(parent).expanduser().resolve()  # lineage that does not depend on the working directory
     pcfg = parent_config(parent)
     raw = pcfg.model_dump(mode="json")
     raw["name"] = name or f"{pcfg.name}_update"
     raw["model"].update(path=str(parent / "model"), init="pretrained")
-    if data is not None:
+    overrides = list(overrides or [])
+    new_files = any(o.split("=", 1)[0].strip() in {f"data.{k}" for k in ("source", "train", "validation", "test")}
+                    for o in overrides)
+    if data is not None or new_files:  # none of the parent's data stays: only what is given now
         for key in _SOURCE_FIELDS:
             raw["data"][key] = None
+    if data is not None:
         raw["data"]["source"] = data
     raw["update"] = {"parent": str(parent), "evaluate_parent": True}
     # the baselines describe the parent's starting point, not this run's: the before/after table replaces them
     raw["compare"] = {"majority": False, "linear_probe": False, "scratch": False}
     raw["methods"] = {}  # the parent's methods are not inherited: say which ones the update uses
-    if data is None and not any(o.startswith("data.") for o in overrides or []):
+    if data is None and not new_files:
         raise ConfigError([f"update: no new data for {parent}; give --data FILE (or a built-in name), or set the "
                            "files with data.train=... data.validation=... data.test=..."])
-    raw = apply_overrides(raw, overrides or [])
+    user_labels = any(o.split("=", 1)[0].strip() == "task.labels" for o in overrides)
+    raw = apply_overrides(raw, overrides)
     cfg = _validate(raw, RunConfig, f"update of {parent}")
     if cfg.task.type != pcfg.task.type:
         raise ConfigError([f"task -> type: the parent is a {pcfg.task.type} run; an update keeps the task "
                            f"(got {cfg.task.type})"])
     if cfg.data.source is None and cfg.data.train is None:
         raise ConfigError(["update: no new data; give --data FILE (or a built-in name)"])
-    if cfg.task.type == "text_classification" and cfg.task.labels is None:
-        cfg = _with_labels(cfg, parent)
+    if cfg.run_dir.expanduser().resolve() == parent:
+        raise ConfigError([f"output -> dir: the update's run folder would be its parent's ({parent}): output.dir "
+                           f"'{cfg.output.dir}' has no {{name}}. Give output.dir=DIR/{{name}} (and --name)."])
+    if cfg.task.type == "text_classification" and not user_labels:
+        # the parent's labels (an update of an update inherits them in its config) plus the new data's
+        cfg = _with_labels(cfg.model_copy(update={"task": cfg.task.model_copy(update={"labels": None})}), parent)
     return cfg
 
 
