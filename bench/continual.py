@@ -20,13 +20,14 @@ import bz2
 import csv
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from methods_table import cpu_name  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parents[1]
 RESULTS = HERE / "bench" / "results"
@@ -150,16 +151,6 @@ def scores(run_dir: Path, d: Path) -> dict[str, float]:
            for s in ("validation", "test")}
     out["train_s"] = json.loads((run_dir / "metrics.json").read_text())["train"]["seconds"]
     return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load(path: Path) -> dict[str, dict]:

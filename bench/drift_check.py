@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 from pathlib import Path
+
+from methods_table import cpu_name  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parents[1]
 RESULTS = HERE / "bench" / "results"
@@ -67,8 +68,7 @@ def main() -> None:
         r["sample"] = name
         rows.append(r)
         print(name, r["drift"], r["embedding"]["domain_auc"], r["flags"], flush=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.machine())
+    cpu = cpu_name()
     out = {"run": str(run), "machine": f"{cpu}, {os.cpu_count()} cores", "checks": rows}
     (RESULTS / "drift.json").write_text(json.dumps(out, indent=2))
     lines = ["# Drift checks against a Rotten Tomatoes run", "",

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from methods_table import cpu_name  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parents[1]
 RESULTS = HERE / "bench" / "results"
@@ -134,8 +135,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--train-size", type=int, default=2000)
     a = ap.parse_args()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.machine())
+    cpu = cpu_name()
     res = {"machine": f"{cpu}, {os.cpu_count()} cores", "trials": a.trials, "train_size": a.train_size,
            "transferkit": tk_search(a.trials, a.train_size), "hf_trainer": hf_search(a.trials, a.train_size)}
     res["wall_ratio"] = res["transferkit"]["wall_s"] / res["hf_trainer"]["wall_s"]

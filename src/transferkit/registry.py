@@ -112,6 +112,13 @@ def register(run_dir: Path, summary: dict[str, Any], cfg: Any, kind: str) -> dic
         return None
 
 
+def _parent_version(parent_rec: dict[str, Any] | None, name: str) -> str:
+    """'3' for a version of the same model, 'other/3' for another model's, '' without a registered parent."""
+    if not parent_rec:
+        return ""
+    return str(parent_rec["version"]) if parent_rec["name"] == name else f"{parent_rec['name']}/{parent_rec['version']}"
+
+
 def _register(run_dir: Path, summary: dict[str, Any], cfg: Any, kind: str, uri: str) -> dict[str, Any]:
     from transferkit.training.checkpoint import atomic_write_text
 
@@ -124,8 +131,7 @@ def _register(run_dir: Path, summary: dict[str, Any], cfg: Any, kind: str, uri: 
     fingerprint = json.loads(marker.read_text()).get("data") if marker.is_file() else None
     tags = {"transferkit.kind": kind, "transferkit.run_dir": str(run_dir), "transferkit.data_fingerprint":
             str(fingerprint), "transferkit.parent_run": str(parent or ""),
-            "transferkit.parent_version": str(parent_rec["version"]) if parent_rec and parent_rec["name"] == name
-            else (f"{parent_rec['name']}/{parent_rec['version']}" if parent_rec else "")}
+            "transferkit.parent_version": _parent_version(parent_rec, name)}
     tracked = run_dir / "tracking.json"  # tracking.mlflow: the live run of this training gets the rest too
     if tracked.is_file() and json.loads(tracked.read_text()).get("uri") == uri:
         rid = json.loads(tracked.read_text())["mlflow_run_id"]

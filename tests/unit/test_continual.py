@@ -35,7 +35,7 @@ def test_the_replay_sample_is_stratified_and_stored(parent):
     assert len(rows) == summary["replay_sample"] == 40
     counts = Counter(r["label"] for r in rows)
     assert abs(counts["positive"] - counts["negative"]) <= 1, counts
-    train_texts = set()  # every kept example is a training example of the parent
+    # every kept example is a training example of the parent
     from transferkit.data.prepare import load_splits
 
     cfg = upd.parent_config(run_dir)
