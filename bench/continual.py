@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from methods_table import cpu_name  # bench/ is on sys.path when a script here runs
+from methods_table import PLAIN, cpu_name  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parents[1]
 RESULTS = HERE / "bench" / "results"
@@ -175,7 +175,7 @@ def run(exp: str, seeds: list[int]) -> None:
     out = WORK / exp / "runs"
     path = RESULTS / f"continual_{exp}.jsonl"
     cfg = str(HERE / "configs" / "sentiment.yaml")
-    common = ["-q", "--overwrite", f"output.dir={out}/{{name}}", "compare.linear_probe=false"]
+    common = ["-q", "--overwrite", f"output.dir={out}/{{name}}", "compare.linear_probe=false", *PLAIN]
     machine = f"{cpu_name()}, {os.cpu_count()} cores"
 
     def record(r: dict) -> None:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from methods_table import cpu_name  # bench/ is on sys.path when a script here runs
+from methods_table import PLAIN, cpu_name  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parents[1]
 RESULTS = HERE / "bench" / "results"
@@ -59,7 +59,7 @@ def main() -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFERKIT_REGISTRY": "off"}
         subprocess.run([sys.executable, "-m", "transferkit.cli", "finetune", str(HERE / "configs/sentiment.yaml"), "-q",
                         "--overwrite", "name=drift_rt", f"output.dir={run.parent}/{{name}}", "data.train_limit=2000",
-                        "train.epochs=2", "compare.linear_probe=false"], check=True, env=env, cwd=HERE)
+                        "train.epochs=2", "compare.linear_probe=false", *PLAIN], check=True, env=env, cwd=HERE)
     from transferkit.continual.drift import check
 
     rows = []

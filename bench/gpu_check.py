@@ -221,6 +221,7 @@ def _device():
 def _recipe_overrides(a, precision: str, name: str, work: Path) -> list[str]:
     over = [f"name={name}", f"output.dir={work / 'runs' / name}", f"train.precision={precision}",
             "train.epochs=1", f"data.train_limit={a.check_train}", "compare.linear_probe=false",
+            "methods={}", "train.optimizer.lr=5e-5",  # the plain recipe the earlier checks measured
             "train.log_every=5" if not a.smoke else "train.log_every=1", "train.checkpoint_every=1000000"]
     if a.smoke:
         over.append("data.limit=400")

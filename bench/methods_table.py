@@ -40,6 +40,8 @@ RESULTS = HERE / "bench" / "results"
 WORK = HERE / "bench" / "work"
 
 LR = "train.optimizer.lr"
+#: the main job before it took FGM (lr 5e-5, no method): what every study's variants start from
+PLAIN = ["methods={}", "train.optimizer.lr=5e-5"]
 
 #: study -> base overrides, seeds, variants. Each variant: "set" (fixed overrides), "grid" (override -> values,
 #: chosen on validation), optionally "inherit" (a variant whose chosen settings it starts from).
@@ -161,7 +163,7 @@ def load(path: Path) -> dict[str, dict]:
 def one(study: str, base: list[str], variant: str, point: dict, fixed: list[str], seed: int) -> dict:
     tag = f"{variant}_{hashlib.md5(json.dumps(point, sort_keys=True).encode()).hexdigest()[:6]}_s{seed}"
     out = WORK / study
-    overrides = [*base, *fixed, *(f"{k}={v}" for k, v in point.items()), f"train.seed={seed}",
+    overrides = [*PLAIN, *base, *fixed, *(f"{k}={v}" for k, v in point.items()), f"train.seed={seed}",
                  f"data.train_sample_seed={seed}", f"name={tag}", f"output.dir={out}/{{name}}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "transferkit.cli", "finetune", str(HERE / "configs/sentiment.yaml"), "-q",

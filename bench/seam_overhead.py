@@ -4,7 +4,7 @@
     git worktree add /tmp/tk_before <commit>      # the tree to compare against
     python bench/seam_overhead.py --before /tmp/tk_before --repeats 3
 
-Settings: the packaged MiniLM, configs/sentiment.yaml, 3,000 Rotten Tomatoes training examples (stratified,
+Settings: the packaged MiniLM, configs/sentiment.yaml without FGM at lr 5e-5 (the main job before it took FGM), 3,000 Rotten Tomatoes training examples (stratified,
 seed 42), 1 epoch, batch 32, no linear probe. samples/s counts training time only (evaluation is excluded by
 fit()). Writes bench/results/seam_overhead.{json,md}.
 """
@@ -25,9 +25,22 @@ HERE = Path(__file__).resolve().parents[1]
 OVERRIDES = ["data.train_limit=3000", "train.epochs=1", "compare.linear_probe=false", "early_stopping.enabled=false"]
 
 
+def plain_config(out: Path) -> Path:
+    """The main job as it was before it took FGM (lr 5e-5, no `methods:` section, which the tree before the seam
+    does not know)."""
+    import yaml
+
+    raw = yaml.safe_load((HERE / "configs/sentiment.yaml").read_text(encoding="utf-8"))
+    raw.pop("methods", None)
+    raw["train"]["optimizer"]["lr"] = 5e-5
+    path = out / "sentiment_plain.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
 def one(tree: Path, out: Path, tag: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "transferkit.cli", "finetune", str(HERE / "configs/sentiment.yaml"), f"name={tag}",
+    cmd = [sys.executable, "-m", "transferkit.cli", "finetune", str(plain_config(out)), f"name={tag}",
            f"output.dir={out}/{{name}}", "-q", *OVERRIDES]
     subprocess.run(cmd, check=True, env=env, cwd=tree, capture_output=True, text=True)
     m = json.loads((out / tag / "metrics.json").read_text())

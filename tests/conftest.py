@@ -83,6 +83,19 @@ def tiny_model(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_mlm(tiny_model, tmp_path_factory) -> Path:
+    """The tiny BERT with a (random) masked-LM head, saved with its tokenizer: a checkpoint that has one."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, BertForMaskedLM
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny_mlm")
+    BertForMaskedLM(AutoConfig.from_pretrained(tiny_model)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return out
+
+
 @pytest.fixture
 def sentiment_csv(tmp_path) -> Path:
     return write_csv(tmp_path / "reviews.csv", make_rows(240, seed=1))

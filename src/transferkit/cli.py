@@ -188,6 +188,29 @@ def search(
 
 
 @app.command()
+def fewshot(
+    config: Path = typer.Argument(..., help="Text-classification config (YAML), optionally with a `fewshot:` section."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    shots: Optional[str] = typer.Option(None, help="Examples per class, e.g. 8,16,32,64 (default: fewshot.shots)."),
+    seeds: Optional[str] = typer.Option(None, help="Seeds, e.g. 1,2,3 (default: fewshot.seeds, 1-10)."),
+    methods: Optional[str] = typer.Option(None, help="Methods, comma-separated (default: fewshot.methods, all)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Few-shot benchmark: k examples per class, every method on the same samples, mean +- std over seeds."""
+    _setup_logging(quiet)
+    with _user_errors():
+        from transferkit.recipes.fewshot import run_fewshot
+
+        r = run_fewshot(config, overrides or [], shots=_int_list("--shots", shots) if shots else None,
+                        seeds=_int_list("--seeds", seeds, minimum=None) if seeds else None,
+                        methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
+                        progress=not quiet)
+        root = Path(r["folder"])
+    out.print((root / "fewshot.md").read_text(encoding="utf-8"))
+    out.print(f"plot: {root / 'fewshot.png'} · runs: {root / 'fewshot.jsonl'} ({sum(len(v) for v in r['results'].values())} cells)")
+
+
+@app.command()
 def drift(
     run_dir: Path = typer.Argument(..., help="A fine-tuning run folder (it keeps a sample of its training data)."),
     data: str = typer.Option(..., "--data", help="The new texts: a file (.csv/.tsv/.jsonl) or a built-in name."),

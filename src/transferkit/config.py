@@ -91,7 +91,15 @@ class DataConfig(Section):
         "validation and test stay whole: learning curves with few labels."
     )
     train_sample_seed: int | None = Field(
-        None, description="Seed of the train_limit sample (default: split.seed)."
+        None, description="Seed of the train_limit / train_per_class sample (default: split.seed)."
+    )
+    train_per_class: int | None = Field(
+        None, ge=1, description="Few-shot: keep exactly this many training examples of each label (seeded by "
+        "train_sample_seed), drawn from the training split only; single-label classification."
+    )
+    validation_per_class: int | None = Field(
+        None, ge=1, description="Few-shot: keep this many validation examples of each label (same seed), so model "
+        "choice sees no more labels than a few-shot user has; the test split stays whole."
     )
 
     @model_validator(mode="after")
@@ -100,6 +108,9 @@ class DataConfig(Section):
             raise ValueError("give either `source` (split for you) or `train` (+ validation/test), not both")
         if not self.source and not self.train:
             raise ValueError("no data: set `data.source` (e.g. rotten_tomatoes) or `data.train` (a file)")
+        if self.train_per_class and self.train_limit:
+            raise ValueError("give either train_limit (a stratified sample of that size) or train_per_class "
+                             "(k examples of each label), not both")
         return self
 
 
@@ -210,6 +221,30 @@ class CausalLMConfig(Section):
     )
 
 
+class PromptConfig(Section):
+    template: str = Field(
+        "{text} It was {mask}.", description="The cloze pattern around each text: {text} is the input (truncated "
+        "to fit model.max_length, the rest of the pattern is kept), {mask} the masked token whose masked-LM scores "
+        "of the verbalizer words classify the text.")
+    verbalizer: dict[str, str] | None = Field(
+        None, description="Label -> the word that stands for it at {mask} (e.g. {positive: great, negative: "
+        "terrible}); each word must be one token of the model's vocabulary.")
+    calibrate: bool = Field(
+        True, description="Zero-shot cloze baseline: also report it with contextual calibration (Zhao et al. 2021): "
+        "the label-word probabilities divided by those of content-free inputs, then renormalised.")
+    content_free: list[str] = Field(
+        ["N/A", "", "[MASK]"], description="Content-free inputs for contextual calibration ('[MASK]' means the "
+        "tokenizer's mask token); their label-word probabilities are averaged.")
+
+    @field_validator("template")
+    @classmethod
+    def _slots(cls, v: str) -> str:
+        for slot in ("{text}", "{mask}"):
+            if v.count(slot) != 1:
+                raise ValueError(f"the template must contain {slot} exactly once")
+        return v
+
+
 class TaskConfig(Section):
     type: Literal["text_classification", "token_classification", "relation_extraction",
                   "question_answering", "seq2seq", "causal_lm"] = Field(
@@ -228,6 +263,16 @@ class TaskConfig(Section):
     labels: list[str] | None = Field(
         None, description="Label names in order. Default: sorted labels found in the training data."
     )
+    head: Literal["linear", "prompt"] = Field(
+        "linear", description="text_classification: 'linear' is a classifier layer on the pooled encoder; 'prompt' "
+        "classifies with the model's masked-LM head at the {mask} of task.prompt.template, scoring only the "
+        "verbalizer words (PET / LM-BFF prompt-based fine-tuning; needs a model with a trained MLM head).")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="head: prompt settings (template, "
+                                 "verbalizer, calibration of the zero-shot cloze baseline).")
+    label_descriptions: dict[str, str] | None = Field(
+        None, description="Zero-shot by embeddings (compare.zero_shot): a description per label (e.g. {positive: "
+        "'a glowing review'}), embedded like the texts; each text gets the label whose description is the most "
+        "similar (cosine). Default: the label names themselves.")
     ner: NerConfig = Field(default_factory=NerConfig, description="token_classification settings.")
     relation: RelationConfig = Field(default_factory=RelationConfig, description="relation_extraction settings.")
     qa: QAConfig = Field(default_factory=QAConfig, description="question_answering settings.")
@@ -328,6 +373,11 @@ class CompareConfig(Section):
     scratch: bool = Field(
         False, description="Also train the same architecture from random init on the same data and budget."
     )
+    zero_shot: bool = Field(
+        False, description="text_classification: report zero-shot baselines that use no training labels: label "
+        "descriptions vs texts by embedding similarity (task.label_descriptions), and with head: prompt the cloze "
+        "prompt on the pretrained masked LM, raw and contextually calibrated (task.prompt)."
+    )
 
 
 class OutputConfig(Section):
@@ -353,6 +403,9 @@ class TrackingConfig(Section):
 
 
 class RunOutputConfig(OutputConfig):
+    keep: Literal["all", "model", "metrics"] = Field(
+        "all", description="What a finished run folder keeps: 'all' (model/, checkpoints/ for --resume), 'model' "
+        "(no checkpoints), 'metrics' (metrics, report and config only: sweeps of many small runs).")
     replay_sample: int = Field(
         1000, ge=0, description="Training examples kept in the run folder (replay.jsonl; a stratified sample for "
         "classification) so that a later `transferkit update` can replay them (methods.replay) and estimate the "
@@ -392,6 +445,9 @@ class RunConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")
     update: UpdateConfig = Field(default_factory=UpdateConfig,
                                  description="Continual learning: the run this one updates (lineage).")
+    fewshot: dict[str, Any] | None = Field(
+        None, description="Settings of `transferkit fewshot` (shots, seeds, methods, the masked LM of the prompt "
+        "methods; docs/fewshot.md); `finetune` ignores it.")
     search: dict[str, Any] | None = Field(
         None, description="Hyperparameter search space and settings for `transferkit search` (docs/search.md); "
         "`finetune` ignores it.")
@@ -406,7 +462,7 @@ class RunConfig(Section):
         kind = self.task.type
         defaults = TaskConfig()
         if kind != "text_classification":
-            for key in ("pooling", "multilabel", "label_separator"):
+            for key in ("pooling", "multilabel", "label_separator", "head", "prompt", "label_descriptions"):
                 if getattr(self.task, key) != getattr(defaults, key):
                     problems.append(f"task -> {key}: applies to text_classification only, not to {kind}; "
                                     "remove it")
@@ -432,12 +488,36 @@ class RunConfig(Section):
         if kind == "question_answering" and self.task.qa.doc_stride is not None and self.task.qa.doc_stride >= L // 2:
             problems.append(f"task -> qa -> doc_stride: {self.task.qa.doc_stride} must be less than half of "
                             f"model.max_length ({L}); e.g. max_length 384 with doc_stride 128")
+        problems += _prompt_problems(self)
         if self.freeze.layers and self.freeze.mode != "bottom":
             problems.append(f"freeze -> layers: only used with freeze.mode: bottom (mode is '{self.freeze.mode}')")
         if self.compare.scratch and self.model.init == "scratch":
             problems.append("compare -> scratch: the model itself is trained from scratch (model.init: scratch), "
                             "so there is nothing to compare; remove one of them")
         return problems
+
+
+def _prompt_problems(cfg: RunConfig) -> list[str]:
+    t = cfg.task
+    out: list[str] = []
+    if t.head == "prompt" and t.type == "text_classification":
+        if t.multilabel:
+            out.append("task -> head: 'prompt' scores one masked word per text, so it is single-label only; "
+                       "use head: linear with multilabel: true")
+        if not t.prompt.verbalizer:
+            out.append("task -> prompt -> verbalizer: head: prompt needs a word per label, e.g. "
+                       "{positive: great, negative: terrible}")
+        elif t.labels and sorted(t.prompt.verbalizer) != sorted(t.labels):
+            out.append(f"task -> prompt -> verbalizer: its labels {sorted(t.prompt.verbalizer)} differ from "
+                       f"task.labels {sorted(t.labels)}")
+        if cfg.data.text_pair_column is not None:
+            out.append("task -> head: 'prompt' reads one text per example; remove data.text_pair_column")
+    if t.label_descriptions and t.labels and sorted(t.label_descriptions) != sorted(t.labels):
+        out.append(f"task -> label_descriptions: its labels {sorted(t.label_descriptions)} differ from task.labels "
+                   f"{sorted(t.labels)}")
+    if cfg.compare.zero_shot and (t.type != "text_classification" or t.multilabel):
+        out.append("compare -> zero_shot: zero-shot baselines are for single-label text_classification; remove it")
+    return out
 
 
 #: The validation metrics each task always reports: what early_stopping.metric may watch. A unit test

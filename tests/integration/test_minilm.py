@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 def test_minilm_finetune_beats_baselines(tmp_path):
     res = runner.invoke(app, [
-        "finetune", "configs/sentiment.yaml", "name=it", f"output.dir={tmp_path}/{{name}}", "data.limit=600",
+        "finetune", "configs/sentiment.yaml", "name=it", f"output.dir={tmp_path}/{{name}}", "data.limit=600", "methods={}",
         "train.optimizer.lr=1e-4", "train.batch_size=16", "train.epochs=3", "-q"])
     assert res.exit_code == 0, res.stderr
     m = json.loads((tmp_path / "it/metrics.json").read_text())
@@ -36,7 +36,7 @@ def test_minilm_lora_learns_with_few_parameters(tmp_path):
     accuracy vs 0.583 for the majority class, n=60; full fine-tuning above: 0.750; the settings are not tuned
     here, docs/methods.md will compare them). The merged model/ and the adapter/ are both written."""
     res = runner.invoke(app, [
-        "finetune", "configs/sentiment.yaml", "name=lora", f"output.dir={tmp_path}/{{name}}", "data.limit=600",
+        "finetune", "configs/sentiment.yaml", "name=lora", f"output.dir={tmp_path}/{{name}}", "data.limit=600", "methods={}",
         "train.optimizer.lr=1e-3", "train.batch_size=16", "train.epochs=3", "compare.linear_probe=false",
         "methods.lora.r=8", "methods.lora.target_modules=all-linear", "-q"])
     assert res.exit_code == 0, res.stderr

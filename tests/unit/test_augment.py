@@ -120,18 +120,8 @@ def test_eda_uses_jieba_words_and_the_chinese_table():
     assert "影片" in zh("电影") and "(" not in "".join(zh("电影"))
 
 
-def _masked_lm(tiny_model, tmp_path):
-    from transformers import AutoConfig, AutoTokenizer, BertForMaskedLM
-
-    torch.manual_seed(0)
-    out = tmp_path / "mlm"
-    BertForMaskedLM(AutoConfig.from_pretrained(tiny_model)).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return out
-
-
-def test_mlm_substitution_replaces_words_and_refuses_a_model_without_head(tiny_model, tmp_path):
-    mlm = _masked_lm(tiny_model, tmp_path)
+def test_mlm_substitution_replaces_words_and_refuses_a_model_without_head(tiny_model, tiny_mlm, tmp_path):
+    mlm = tiny_mlm
     texts = [r["text"] for r in make_rows(6, seed=2)]
     methods = {"mlm_substitution": {"model": str(mlm), "copies": 2, "probability": 0.3}}
     a = _stack(methods).train_examples(_examples(texts), seed=3)

@@ -16,6 +16,7 @@ from transferkit.data.split import (
     dedupe,
     remove_leakage,
     split_off,
+    per_class_sample,
     stratified_sample,
     stratified_split,
 )
@@ -117,10 +118,14 @@ def load_splits(cfg: DataConfig, read: Reader | None = None) -> Splits:
     for ex in (train, val, test):
         if len(ex) == 0:
             raise DataError(f"the {ex.name} split is empty after de-duplication; give more data.")
+    seed = cfg.split.seed if cfg.train_sample_seed is None else cfg.train_sample_seed
     if cfg.train_limit and len(train) > cfg.train_limit:
-        seed = cfg.split.seed if cfg.train_sample_seed is None else cfg.train_sample_seed
         train = stratified_sample(train, cfg.train_limit, seed)
         train.name = "train"
+    if cfg.train_per_class:
+        train = per_class_sample(train, cfg.train_per_class, seed)
+    if cfg.validation_per_class:
+        val = per_class_sample(val, cfg.validation_per_class, seed)
     report.sizes = {"train": len(train), "validation": len(val), "test": len(test)}
     return Splits(train, val, test, report)
 

@@ -140,6 +140,29 @@ def stratified_sample(ex: Examples, n: int, seed: int) -> Examples:
     return ex.subset(sorted(keep))
 
 
+def per_class_sample(ex: Examples, k: int, seed: int) -> Examples:
+    """Exactly `k` examples of each label (few-shot training sets), drawn with `seed`, kept in their original
+    order. Single-label splits only; a label with fewer than `k` examples is a DataError naming it."""
+    import random
+
+    from transferkit.errors import DataError
+
+    if not ex.stratify or any(isinstance(y, list) for y in ex.labels):
+        raise DataError(f"{ex.name}: k examples per class needs one label per example (single-label "
+                        "classification); use data.train_limit for other tasks")
+    by: dict[str, list[int]] = {}
+    for i, y in enumerate(ex.labels):
+        by.setdefault(str(y), []).append(i)
+    short = {y: len(ix) for y, ix in by.items() if len(ix) < k}
+    if short:
+        raise DataError(f"the {ex.name} split has fewer than {k} examples of label(s) "
+                        f"{', '.join(f'{y!r} ({n})' for y, n in sorted(short.items()))}: lower the number per class "
+                        "or give more data")
+    rng = random.Random(seed)
+    keep = [i for y in sorted(by) for i in rng.sample(by[y], k)]
+    return ex.subset(sorted(keep))
+
+
 def split_off(ex: Examples, frac: float, seed: int) -> tuple[Examples, Examples]:
     """Hold out a stratified fraction of `ex` (when only one of validation/test was given)."""
     check_splittable(ex, 2, "hold out a split from it")

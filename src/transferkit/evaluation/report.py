@@ -10,9 +10,17 @@ from typing import Any
 
 from transferkit.config import minimized
 
-PRIMARY_ORDER = ("majority", "linear_probe", "scratch", "fine_tuned")
-NAMES = {"majority": "Majority class", "linear_probe": "Linear probe (frozen pretrained features)",
+PRIMARY_ORDER = ("majority", "zero_shot_embedding", "zero_shot_cloze", "zero_shot_cloze_calibrated", "linear_probe",
+                 "scratch", "fine_tuned")
+NAMES = {"majority": "Majority class", "zero_shot_embedding": "Zero-shot: label descriptions by embedding similarity",
+         "zero_shot_cloze": "Zero-shot: cloze prompt on the masked LM",
+         "zero_shot_cloze_calibrated": "Zero-shot: cloze prompt, contextually calibrated",
+         "linear_probe": "Linear probe (frozen pretrained features)",
          "scratch": "Same architecture from scratch", "fine_tuned": "Fine-tuned (transferkit)"}
+
+
+COLORS = {"majority": "#bbb", "zero_shot_embedding": "#c9b", "zero_shot_cloze": "#c9b",
+          "zero_shot_cloze_calibrated": "#a7a", "linear_probe": "#8ab", "scratch": "#db8", "fine_tuned": "#2a7"}
 
 
 def name_of(summary: dict[str, Any], key: str) -> str:
@@ -80,7 +88,7 @@ def plot_transfer(rows: dict[str, dict[str, Any]], metric: str, path: Path, name
     keys = [k for k in PRIMARY_ORDER if k in rows]
     vals = [rows[k][metric] for k in keys]
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    bars = ax.barh([(names or {}).get(k, NAMES[k]) for k in keys], vals, color=["#bbb", "#8ab", "#db8", "#2a7"][: len(keys)])
+    bars = ax.barh([(names or {}).get(k, NAMES[k]) for k in keys], vals, color=[COLORS.get(k, "#8ab") for k in keys])
     for b, v in zip(bars, vals):
         ax.text(v, b.get_y() + b.get_height() / 2, f" {v:.3f}", va="center")
     ax.set_xlim(0, 1.08 if max(vals, default=0) <= 1 else 1.15 * max(vals))

@@ -36,6 +36,7 @@ BUILTIN: dict[str, str] = {
     "replay": "transferkit.methods.replay:Replay",
     "l2sp": "transferkit.methods.anchor:L2SP",
     "ewc": "transferkit.methods.anchor:EWC",
+    "contrastive": "transferkit.methods.contrastive:Contrastive",
 }
 _EXTRA: dict[str, type[Method]] = {}
 

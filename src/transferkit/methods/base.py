@@ -66,6 +66,8 @@ class Method:
 
     Config: ClassVar[type[MethodConfig]]
     order: ClassVar[int] = EVENTS
+    #: a batch is made of groups of this many consecutive examples (pairs: 2) that a chunk never splits
+    batch_multiple: ClassVar[int] = 1
 
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
@@ -131,9 +133,10 @@ class Method:
     def on_train_end(self, *, model: nn.Module, result: Any) -> None:
         """After training, the best checkpoint restored."""
 
-    def after_training(self, *, model: nn.Module, task: Any, val: Any, infer: Any) -> None:
+    def after_training(self, *, model: nn.Module, task: Any, val: Any, infer: Any, train: Any = None) -> None:
         """After training (best checkpoint restored), before the test split is scored: decision rules fitted on
-        the validation split (threshold tuning). `infer(model, encoded)` gives the scores of a split."""
+        the validation split (threshold tuning), a head fitted on the training split (`train`, encoded; the
+        contrastive method). `infer(model, encoded)` gives the scores of a split."""
 
     # -- saving
     def export(self, model: nn.Module, *, run_dir: Any, forward: Any) -> nn.Module:

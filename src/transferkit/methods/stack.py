@@ -33,6 +33,11 @@ class MethodStack:
         return bool(self.methods)
 
     @property
+    def batch_multiple(self) -> int:
+        """Chunks of a batch keep groups of this many consecutive examples together (contrastive pairs)."""
+        return max((m.batch_multiple for m in self.methods), default=1)
+
+    @property
     def has_step(self) -> bool:
         return bool(self._steps)
 

@@ -63,7 +63,7 @@ class ThresholdTuning(Method):
                                f"{len(labels)} labels ({', '.join(labels[:8])})"])
         return model
 
-    def after_training(self, *, model: Any, task: Any, val: Any, infer: Any) -> None:
+    def after_training(self, *, model: Any, task: Any, val: Any, infer: Any, train: Any = None) -> None:
         metric = self.cfg.metric  # type: ignore[attr-defined]
         scores = infer(model, val)
         import numpy as np

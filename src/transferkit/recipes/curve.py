@@ -46,7 +46,7 @@ def _stats(values: list[float]) -> dict[str, Any]:
             "n": len(values), "values": values}
 
 
-def _open_curve_folder(root: Path) -> None:
+def _open_curve_folder(root: Path, kind: str = "curve") -> None:
     """A curve folder holds its runs and its results; it is created here, or it is one that transferkit
     made (a curve is resumed by rerunning it). Any other folder is refused, never written into."""
     import re
@@ -58,14 +58,14 @@ def _open_curve_folder(root: Path) -> None:
     if root.is_dir() and any(root.iterdir()):
         marker = rundir.read_marker(root)
         ours = re.compile(r"(main|vs)_n(\d+|all)_s-?\d+$|curve\.(json|md|png)$")
-        legacy = all(ours.match(p.name) for p in root.iterdir())
-        if not (marker and marker.get("kind") == "curve") and not legacy:
+        legacy = kind == "curve" and all(ours.match(p.name) for p in root.iterdir())
+        if not (marker and marker.get("kind") == kind) and not legacy:
             raise rundir.RunFolderError(
-                f"'{root}' exists and is not a transferkit curve folder (no {rundir.MARKER} file); it holds "
+                f"'{root}' exists and is not a transferkit {kind} folder (no {rundir.MARKER} file); it holds "
                 f"{rundir.describe_entries(list(root.iterdir()))}. Choose another name (name=...) or output.dir.")
     root.mkdir(parents=True, exist_ok=True)
     if not (root / rundir.MARKER).is_file():
-        atomic_write_text(root / rundir.MARKER, json.dumps({"kind": "curve"}))
+        atomic_write_text(root / rundir.MARKER, json.dumps({"kind": kind}))
 
 
 def run_curve(cfg: RunConfig, sizes: list[int], seeds: list[int], *, vs: str | None = None,

@@ -134,6 +134,11 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
                 log.info("linear probe on frozen pretrained features...")
                 # the model's encoder still holds the pretrained weights: fit() has not run yet
                 transfer["linear_probe"] = linear_probe(encoder_of(model), task, train, test, seed=cfg.train.seed)
+            if cfg.compare.zero_shot and cfg.model.init == "pretrained" and "zero_shot" in baselines:
+                from transferkit.evaluation.zeroshot import zero_shot_baselines
+
+                transfer.update(zero_shot_baselines(task, model, encoder_of(model), tokenizer, splits.test,
+                                                    task.gold(test), cfg))
             atomic_write_text(base_path, json.dumps(transfer))
 
     # 4. Fine-tune, keep the best checkpoint, test it.
@@ -149,7 +154,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
     def scores_of(m: Any, enc: Any) -> Any:
         return predictions(task, enc, infer(task, m, enc, device=acc.device, accelerator=acc)[0])
 
-    methods.after_training(model=model, task=task, val=val, infer=scores_of)
+    methods.after_training(model=model, task=task, val=val, infer=scores_of, train=train)
     test_metrics, test_preds = evaluate(task, model, test, device=acc.device, accelerator=acc, batch_size=64)
     transfer["fine_tuned"] = test_metrics
     samples = getattr(task, "report_samples", None)  # generation: inputs, references and outputs side by side
@@ -164,7 +169,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         fit(task, scratch_model, train, val, cfg.train, cfg.early_stopping, run_dir / "scratch",
             accelerator=acc, resume=resume, progress=progress, label="training from scratch",
             methods=scratch_methods, tensorboard=cfg.tracking.tensorboard)
-        scratch_methods.after_training(model=scratch_model, task=task, val=val, infer=scores_of)
+        scratch_methods.after_training(model=scratch_model, task=task, val=val, infer=scores_of, train=train)
         transfer["scratch"] = evaluate(task, scratch_model, test, device=acc.device, accelerator=acc)[0]
         if tuned is not None:
             task.threshold = tuned
@@ -174,8 +179,9 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
     # 5. Ship: model folder, metrics, report.
     sample = task.collate([val.features[i] for i in range(min(16, len(val)))])
     sample = {k: v.to(acc.device) for k, v in sample.items()}
-    shipped = methods.export(acc.unwrap_model(model), run_dir=run_dir, forward=lambda m: task.forward(m, sample))
-    save_model(shipped, tokenizer, task, run_dir / "model")
+    if cfg.output.keep != "metrics":
+        shipped = methods.export(acc.unwrap_model(model), run_dir=run_dir, forward=lambda m: task.forward(m, sample))
+        save_model(shipped, tokenizer, task, run_dir / "model")
     metric = task.primary_metric
     summary = {
         "name": cfg.name, "task": task.name, "metric": metric,
@@ -203,9 +209,15 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
     atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
     from transferkit.deploy.card import model_card
 
-    atomic_write_text(run_dir / "model" / "README.md", model_card(summary, cfg))
+    if cfg.output.keep != "metrics":
+        atomic_write_text(run_dir / "model" / "README.md", model_card(summary, cfg))
     write_report(run_dir, summary, result.history)
-    if not cfg.update.parent:  # an update registers itself once its before/after figures exist
+    if cfg.output.keep != "all":  # what a sweep of many runs does not need (checkpoints hold 3 model copies)
+        import shutil
+
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir / "scratch" / "checkpoints", ignore_errors=True)
+    if not cfg.update.parent and cfg.output.keep != "metrics":  # an update registers itself after its before/after
         from transferkit.registry import register
 
         register(run_dir, summary, cfg, "finetune")

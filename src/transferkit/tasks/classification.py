@@ -54,10 +54,14 @@ class ClassificationTask:
     #: binary tasks: predict labels[1] when its probability >= threshold (set by threshold tuning); None: argmax
     threshold: float | None = None
     token_level = False  # one fixed-width score row per example
-    baselines: tuple[str, ...] = ("majority", "linear_probe")
+    baselines: tuple[str, ...] = ("majority", "linear_probe", "zero_shot")
 
     @classmethod
     def from_config(cls, cfg) -> ClassificationTask:
+        if cls is ClassificationTask and cfg.task.head == "prompt":  # the masked-LM head scores label words
+            from transferkit.tasks.prompt import PromptClassificationTask
+
+            return PromptClassificationTask.from_config(cfg)
         return cls(labels=list(cfg.task.labels or []), pooling=cfg.task.pooling, multilabel=cfg.task.multilabel,
                    label_separator=cfg.task.label_separator, max_length=cfg.model.max_length)
 
@@ -74,6 +78,10 @@ class ClassificationTask:
 
     @classmethod
     def from_description(cls, d: dict[str, Any]) -> ClassificationTask:
+        if cls is ClassificationTask and d.get("head") == "prompt":
+            from transferkit.tasks.prompt import PromptClassificationTask
+
+            return PromptClassificationTask.from_description(d)
         return cls(labels=d["labels"], pooling=d["pooling"], multilabel=d["multilabel"],
                    label_separator=d.get("label_separator", ","), max_length=d["max_length"],
                    pad_token_id=d.get("pad_token_id", 0), threshold=d.get("threshold"))

@@ -51,10 +51,17 @@ def split_batch(batch: list[int], rank: int, world: int) -> list[int]:
     return batch[rank::world]
 
 
-def chunk_batch(batch: list[int], lengths, chunk_tokens: int | None) -> list[list[int]]:
+def chunk_batch(batch: list[int], lengths, chunk_tokens: int | None, multiple: int = 1) -> list[list[int]]:
     """Split one batch into consecutive chunks of at most `chunk_tokens` padded tokens each (at least one
     example per chunk). The loop runs the chunks one after another and accumulates their gradients into the
-    same optimizer step, so the step is unchanged while peak activation memory is bounded."""
+    same optimizer step, so the step is unchanged while peak activation memory is bounded. `multiple`: the
+    batch is made of groups of that many consecutive examples (contrastive pairs), never split between chunks."""
     if not chunk_tokens or not batch:
         return [batch]
-    return _cut(np.asarray(batch), np.asarray(lengths), len(batch), chunk_tokens)
+    if multiple <= 1:
+        return _cut(np.asarray(batch), np.asarray(lengths), len(batch), chunk_tokens)
+    lengths = np.asarray(lengths)
+    groups = [batch[i:i + multiple] for i in range(0, len(batch), multiple)]
+    widest = np.asarray([max(int(lengths[j]) for j in g) for g in groups])
+    cut = _cut(np.arange(len(groups)), widest, len(groups), max(1, chunk_tokens // multiple))
+    return [[j for g in c for j in groups[g]] for c in cut]

@@ -207,7 +207,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                 group = range(state.batch_in_epoch, group_end)
                 for j in group:
                     idx = batches[j]
-                    chunks = chunk_batch(idx, train.lengths, bm.chunk_tokens)
+                    chunks = chunk_batch(idx, train.lengths, bm.chunk_tokens, multiple=methods.batch_multiple)
                     for c, part in enumerate(chunks):
                         batch = task.collate([train.features[i] for i in part])
                         batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
