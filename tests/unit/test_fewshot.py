@@ -290,3 +290,39 @@ def test_fewshot_runs_every_method_on_the_same_samples_and_resumes(tiny_model, t
     assert (root / "fewshot.jsonl").read_text() == before
     bad = runner.invoke(app, ["fewshot", str(cfg), "--methods", "full,setfit"])
     assert bad.exit_code == 2 and "unknown method(s) ['setfit']" in bad.stderr
+
+
+def test_description_init_starts_the_head_at_the_zero_shot_classifier(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    from transferkit.data.sources import Examples
+    from transferkit.evaluation.zeroshot import embed, embedding_zero_shot
+    from transferkit.methods.stack import MethodStack
+    from transferkit.tasks import build_task
+
+    data = write_csv(tmp_path / "d.csv", make_rows(40))
+    desc = {"positive": "great wonderful superb", "negative": "awful boring dull"}
+    cfg = load_config(raw=tiny_config(tiny_model, data, tmp_path / "runs", task={"pooling": "mean",
+                                      "label_descriptions": desc}, methods={"description_init": {}}))
+    task = build_task(cfg)
+    task.labels = ["negative", "positive"]
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = task.build_model(str(tiny_model), init="pretrained", size=None, dropout=None, tokenizer=tok)
+    model = MethodStack.from_config(cfg.methods, run=cfg).prepare_model(model, task=task)
+    e = embed(model.bert, tok, [desc["negative"], desc["positive"]], 32)
+    w = model.classifier.weight.detach().numpy()
+    n = np.linalg.norm(e, axis=1, keepdims=True)
+    np.testing.assert_allclose(w, e / (n * n.mean() * 0.05), rtol=1e-5)
+    assert float(model.classifier.bias.abs().max()) == 0.0
+    texts = [r["text"] for r in make_rows(30, seed=9)]
+    enc = task.encode(tok, Examples(texts=texts, labels=[None] * 30, origin=[str(i) for i in range(30)]))
+    model.eval()
+    with torch.no_grad():
+        logits = task.forward(model, task.collate(enc.features)).numpy()
+    x = embed(model.bert, tok, texts, 32)
+    want = (x @ w.T)  # the head on the mean-pooled embedding, as the zero-shot classifier scales it
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
+    zs = embedding_zero_shot(model.bert, tok, texts, ["negative", "positive"], desc, 32)
+    assert (logits.argmax(1) == zs.argmax(1)).all()  # the zero-shot classifier's ranking, for every text
+    with pytest.raises(ConfigError, match="methods -> description_init: needs task.pooling: mean"):
+        load_config(raw=tiny_config(tiny_model, data, tmp_path / "runs", methods={"description_init": {}}))

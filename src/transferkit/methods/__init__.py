@@ -37,6 +37,7 @@ BUILTIN: dict[str, str] = {
     "l2sp": "transferkit.methods.anchor:L2SP",
     "ewc": "transferkit.methods.anchor:EWC",
     "contrastive": "transferkit.methods.contrastive:Contrastive",
+    "description_init": "transferkit.methods.description_init:DescriptionInit",
 }
 _EXTRA: dict[str, type[Method]] = {}
 

@@ -36,6 +36,9 @@ METHODS: dict[str, list[str]] = {
     "head_only": ["task.pooling=mean", "freeze.mode=all_but_head", "train.optimizer.lr=1e-2", "train.max_steps=100"],
     # every weight, mean pooling (what MiniLM was trained for)
     "full": ["task.pooling=mean", "train.optimizer.lr=5e-5", "train.max_steps=100"],
+    # full, the classifier starting from the label descriptions (the zero-shot head): methods.description_init
+    "full_desc": ["task.pooling=mean", "methods.description_init.temperature=0.05", "train.optimizer.lr=5e-5",
+                  "train.max_steps=100"],
     # PET / LM-BFF: the masked LM (fewshot.mlm) with the config's task.prompt as the classifier
     "prompt": ["task.head=prompt", "train.optimizer.lr=2e-5", "train.max_steps=100"],
     # SetFit's recipe: pairs (20 per example, one pass), body lr 2e-5, then a logistic-regression head
