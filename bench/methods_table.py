@@ -264,9 +264,10 @@ def run(study_name: str, only: list[str] | None, seeds: list[int] | None = None)
 
 
 def timing(study_name: str, only: list[str] | None) -> None:
-    """Seconds per epoch and peak RSS of each variant's chosen setting, measured alone: one process at a time,
-    2 epochs with validation only at the end, the sweep paused (its own timings share the CPU with whatever
-    else runs). Appends to methods_<study>_timing.jsonl; summarize prefers these figures."""
+    """Seconds per epoch and peak RSS of each variant's chosen setting under the same conditions for every row: one
+    process at a time, 2 epochs with validation only at the end, the sweep paused (its own timings share the CPU
+    with whatever else runs). OMP_NUM_THREADS is recorded. Appends to methods_<study>_timing.jsonl; summarize
+    prefers these figures."""
     study = STUDIES[study_name]
     done = load(RESULTS / f"methods_{study_name}.jsonl")
     path = RESULTS / f"methods_{study_name}_timing.jsonl"
@@ -278,6 +279,7 @@ def timing(study_name: str, only: list[str] | None) -> None:
         r = one(study_name, [*study["base"], *extra], name + "_timing", best, study["variants"][name].get("set", []),
                 study["seeds"][0])
         r["variant"] = name
+        r["threads"] = os.environ.get("OMP_NUM_THREADS", "all")
         with path.open("a") as f:
             f.write(json.dumps(r) + "\n")
         print(name, {k: r.get(k) for k in ("seconds_per_epoch", "peak_rss_mb", "error")}, flush=True)
@@ -352,6 +354,10 @@ def summarize(study_name: str) -> None:
                   "so compare these rows with care): " + "; ".join(
                       f"{r['label']}: {', '.join(r['machines'])}" for r in rows if r["machines"] != machines[:1])
                   + "."]
+    if tpath.exists():
+        threads = sorted({str(t.get("threads", "?")) for t in timed.values()})
+        lines += ["", f"s / epoch and peak RSS: `timing` runs, 2 epochs of each chosen setting, one run at a time, "
+                  f"OMP_NUM_THREADS={'/'.join(threads)} (the conditions beside the run are in docs/methods.md)."]
     if not minority and not all(r["timed_alone"] for r in rows):
         lines += ["", "\\* median over the study's runs, which shared the 2 cores with other work (not comparable "
                   "between rows); figures without \\* were measured alone (`timing`: 2 epochs of the chosen setting)."]
