@@ -258,7 +258,7 @@ def test_fewshot_runs_every_method_on_the_same_samples_and_resumes(tiny_model, t
     raw = _prompt_cfg(tiny_model, data, tmp_path)
     raw["task"]["pooling"] = "mean"
     raw["fewshot"] = {"shots": [4], "seeds": [1, 2], "mlm": str(tiny_mlm),
-                      "overrides": {**{m: ["train.max_steps=4"] for m in ("head_only", "full", "prompt")},
+                      "overrides": {**{m: ["train.max_steps=4"] for m in ("head_only", "full", "full_desc", "prompt")},
                                     "contrastive": ["methods.contrastive.pairs=2"]}}
     raw["task"].pop("head")  # the base runs use the linear head; the prompt method switches it on
     cfg = write_config(tmp_path / "f.yaml", raw)
@@ -267,8 +267,8 @@ def test_fewshot_runs_every_method_on_the_same_samples_and_resumes(tiny_model, t
     root = tmp_path / "runs" / "tiny"
     rows = [json.loads(x) for x in (root / "fewshot.jsonl").read_text().splitlines()]
     trained = [r for r in rows if r["k"] == 4]
-    assert sorted({r["method"] for r in trained}) == ["contrastive", "full", "head_only", "prompt"]
-    assert len(trained) == 8 and all(0 <= r["accuracy"] <= 1 and r["wall_s"] > 0 for r in trained)
+    assert sorted({r["method"] for r in trained}) == ["contrastive", "full", "full_desc", "head_only", "prompt"]
+    assert len(trained) == 10 and all(0 <= r["accuracy"] <= 1 and r["wall_s"] > 0 for r in trained)
     assert {r["method"] for r in rows if r["k"] == 0} == {"majority", "zero_shot_embedding", "zero_shot_cloze",
                                                          "zero_shot_cloze_calibrated"}
     # the same 4 + 4 training (and validation) examples for every method of a seed, other ones for another seed
