@@ -211,6 +211,28 @@ def fewshot(
 
 
 @app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A finished fine-tuning run folder."),
+    suite: str = typer.Option("calibration", "--suite", help="Comma-separated suites: calibration."),
+    apply: bool = typer.Option(False, "--apply", help="Write the temperature fitted on validation into the "
+                               "model's task.json (predict and serve use it from then on)."),
+) -> None:
+    """Trust checks on a run: calibration (ECE, NLL, reliability; temperature fitted on validation)."""
+    _setup_logging(True)
+    with _user_errors():
+        from transferkit.recipes.trust import evaluate_run
+
+        r = evaluate_run(run_dir, [s.strip() for s in suite.split(",") if s.strip()], apply=apply)
+    if "calibration" in r:
+        c = r["calibration"]
+        out.print(f"calibration: temperature fitted on validation {c['fitted_temperature']:.3f}"
+                  f"{' (written into the model)' if c['applied'] else ''}")
+        for name, t in c["test"].items():
+            out.print(f"  test, {name}: accuracy {t['accuracy']:.4f} · ECE {t['ece']:.4f} · NLL {t['nll']:.4f}")
+    out.print(f"report: {Path(run_dir) / 'trust' / 'trust.md'}")
+
+
+@app.command()
 def drift(
     run_dir: Path = typer.Argument(..., help="A fine-tuning run folder (it keeps a sample of its training data)."),
     data: str = typer.Option(..., "--data", help="The new texts: a file (.csv/.tsv/.jsonl) or a built-in name."),

@@ -405,7 +405,8 @@ class TrackingConfig(Section):
 class RunOutputConfig(OutputConfig):
     keep: Literal["all", "model", "metrics"] = Field(
         "all", description="What a finished run folder keeps: 'all' (model/, checkpoints/ for --resume), 'model' "
-        "(no checkpoints), 'metrics' (metrics, report and config only: sweeps of many small runs).")
+        "(no checkpoints), 'metrics' (metrics, report and config only, and no checkpoints while training either, so "
+        "no --resume: sweeps of many small runs).")
     replay_sample: int = Field(
         1000, ge=0, description="Training examples kept in the run folder (replay.jsonl; a stratified sample for "
         "classification) so that a later `transferkit update` can replay them (methods.replay) and estimate the "

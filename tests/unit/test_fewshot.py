@@ -326,3 +326,21 @@ def test_description_init_starts_the_head_at_the_zero_shot_classifier(tiny_model
     assert (logits.argmax(1) == zs.argmax(1)).all()  # the zero-shot classifier's ranking, for every text
     with pytest.raises(ConfigError, match="methods -> description_init: needs task.pooling: mean"):
         load_config(raw=tiny_config(tiny_model, data, tmp_path / "runs", methods={"description_init": {}}))
+
+
+def test_budgets_take_the_nearest_k_and_user_overrides_come_last(tmp_path):
+    from pathlib import Path
+
+    from transferkit.recipes.fewshot import budget, method_overrides, split_fewshot
+
+    _, fs = split_fewshot({"fewshot": {"budgets": {"full": {8: 40, 64: 120}},
+                                       "overrides": {"full": ["train.max_steps=7"]}}}, "x.yaml")
+    assert [budget(fs, "full", k) for k in (8, 16, 22, 23, 32, 64, 128)] == [40, 40, 40, 120, 120, 120, 120]
+    assert budget(fs, "full_desc", 8) is None
+    over = method_overrides(fs, "full", 16, 1, "n", Path(tmp_path))
+    steps = [o for o in over if o.startswith("train.max_steps=")]
+    assert steps == ["train.max_steps=100", "train.max_steps=40", "train.max_steps=7"]  # built-in, budget, user
+    with pytest.raises(ConfigError, match="fewshot -> methods: unknown method"):
+        split_fewshot({"fewshot": {"budgets": {"ful": {8: 4}}}}, "x.yaml")
+    with pytest.raises(ConfigError, match="every budget is at least 1 optimizer step"):
+        split_fewshot({"fewshot": {"budgets": {"full": {8: 0}}}}, "x.yaml")

@@ -60,6 +60,20 @@ def test_early_stopping_stops_and_restores_best(tiny_model, sentiment_csv, tmp_p
     assert torch.equal(best["classifier.weight"], pred.model.classifier.weight)
 
 
+def test_metrics_only_runs_write_no_checkpoints_and_keep_the_same_best_step(tiny_model, sentiment_csv, tmp_path):
+    # output.keep: metrics keeps the best weights in memory instead of on disk: the same best step and the
+    # same test metrics as a run with checkpoints, and no checkpoints/ folder ever written
+    results = {}
+    for keep in ("all", "metrics"):
+        raw = tiny_config(tiny_model, sentiment_csv, tmp_path / keep, train={"epochs": 10, "eval_every": 3},
+                          early_stopping={"enabled": True, "metric": "accuracy", "min_delta": 1.0, "patience": 2},
+                          output={"dir": str(tmp_path / keep / "{name}"), "keep": keep})
+        results[keep] = run(load_config(raw=raw), progress=False)
+    assert not (tmp_path / "metrics/tiny/checkpoints").exists()
+    assert results["metrics"]["train"]["best_step"] == results["all"]["train"]["best_step"] == 3
+    assert results["metrics"]["test"]["loss"] == pytest.approx(results["all"]["test"]["loss"], abs=1e-6)
+
+
 def test_freeze_all_but_head_trains_only_head(tiny_model, sentiment_csv, tmp_path):
     from transformers import BertModel
 

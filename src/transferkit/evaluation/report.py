@@ -162,6 +162,12 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
                      gain or None))
     scalars = [[k, v] for k, v in summary["test"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     sections.append(("Test metrics", _table(["metric", "value"], scalars), None))
+    cal = calibration_rows(summary["test"])
+    if cal:
+        sections.append(("Calibration (test)", _table(["", "ECE", "max CE", "NLL"], cal),
+                         "Expected calibration error: |accuracy - confidence| over 15 confidence bins, weighted by "
+                         "their size (0 is perfect). Temperature scaling (methods.temperature_scaling) is fitted on "
+                         "the validation split and never changes the predicted class."))
     per_class = summary["test"].get("per_class", {})
     if per_class:
         sections.append(("Test metrics per class", _table(
@@ -197,6 +203,18 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
     return sections
 
 
+def calibration_rows(test: dict[str, Any]) -> list[list[Any]]:
+    if "reliability" not in test:
+        return []
+    rows = []
+    if "reliability_uncalibrated" in test:
+        rows.append(["uncalibrated (temperature 1)", test["reliability_uncalibrated"]["ece"],
+                     test["reliability_uncalibrated"]["mce"], test["nll_uncalibrated"]])
+    name = f"temperature {test['temperature']:.3f}" if "temperature" in test else "as trained"
+    rows.append([name, test["reliability"]["ece"], test["reliability"]["mce"], test["nll"]])
+    return rows
+
+
 def _clip(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
@@ -221,6 +239,15 @@ def write_report(run_dir: Path, summary: dict[str, Any], history: list[dict[str,
         names = summary["test"].get("confusion_labels", summary["labels"])
         plots.append(("Confusion matrix (test)", plot_confusion(summary["test"]["confusion_matrix"],
                                                                 names, run_dir / "confusion.png")))
+    test = summary["test"]
+    if "reliability" in test:
+        from transferkit.evaluation.calibration import plot_reliability
+
+        rel: dict[str, dict[str, Any]] = {}
+        if "reliability_uncalibrated" in test:
+            rel["uncalibrated"] = test["reliability_uncalibrated"]
+        rel[f"temperature {test['temperature']:.2f}" if "temperature" in test else "model"] = test["reliability"]
+        plots.append(("Reliability (test)", plot_reliability(rel, run_dir / "reliability.png")))
     labels = f" · labels: {', '.join(summary['labels'])}" if summary["labels"] else ""
     lead = f"Task: {summary['task']}{labels} · test {metric}: **{summary['test'][metric]:.4f}**"
     return _write(run_dir, f"transferkit report: {summary['name']}", lead, build_sections(summary), plots)

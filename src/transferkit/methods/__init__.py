@@ -30,6 +30,7 @@ BUILTIN: dict[str, str] = {
     "focal_loss": "transferkit.methods.focal_loss:FocalLoss",
     "balanced_sampler": "transferkit.methods.balanced_sampler:BalancedSampler",
     "threshold_tuning": "transferkit.methods.threshold:ThresholdTuning",
+    "temperature_scaling": "transferkit.methods.temperature:TemperatureScaling",
     "eda": "transferkit.methods.eda:EDA",
     "mlm_substitution": "transferkit.methods.mlm_substitution:MLMSubstitution",
     "back_translation": "transferkit.methods.back_translation:BackTranslation",

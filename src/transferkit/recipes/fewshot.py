@@ -58,6 +58,10 @@ class FewShotConfig(BaseModel):
                             "`transferkit pretrain` run's model/, zh-mini, a hub BERT); without one they are skipped.")
     overrides: dict[str, list[str]] = Field(default_factory=dict, description="Method -> extra dotted overrides "
                                             "(after the built-in ones), e.g. {full: [train.optimizer.lr=3e-5]}.")
+    budgets: dict[str, dict[int, int]] = Field(default_factory=dict, description="Method -> k -> optimizer steps "
+                                               "(chosen on validation by bench/fewshot_select.py); a k without an "
+                                               "entry takes the nearest k's (in log scale); without any entry a "
+                                               "method keeps its built-in budget.")
 
 
 def split_fewshot(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], FewShotConfig]:
@@ -69,16 +73,29 @@ def split_fewshot(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], Few
         fs = FewShotConfig.model_validate(section)
     except ValidationError as e:
         raise ConfigError([f"fewshot -> {p}" for p in _problems(e, FewShotConfig)], source=source) from None
-    bad = [m for m in [*fs.methods, *fs.overrides] if m not in ALL]
+    bad = [m for m in [*fs.methods, *fs.overrides, *fs.budgets] if m not in ALL]
     if bad:
         raise ConfigError([f"fewshot -> methods: unknown method(s) {bad}; choose among {list(ALL)}"], source=source)
+    if any(n < 1 for b in fs.budgets.values() for n in b.values()):
+        raise ConfigError(["fewshot -> budgets: every budget is at least 1 optimizer step"], source=source)
     if any(k < 1 for k in fs.shots) or not fs.shots or not fs.seeds:
         raise ConfigError(["fewshot -> shots / seeds: give at least one k >= 1 and one seed"], source=source)
     return raw, fs
 
 
+def budget(fs: FewShotConfig, method: str, k: int) -> int | None:
+    """Optimizer steps of `method` at k from fewshot.budgets (the nearest k in log scale), or None."""
+    import math
+
+    table = fs.budgets.get(method)
+    if not table:
+        return None
+    return table[min(table, key=lambda b: (abs(math.log(b / k)), b))]
+
+
 def method_overrides(fs: FewShotConfig, method: str, k: int, seed: int, name: str, out: Path) -> list[str]:
-    over = [*COMMON, *METHODS[method], *fs.overrides.get(method, []),
+    steps = budget(fs, method, k)
+    over = [*COMMON, *METHODS[method], *([f"train.max_steps={steps}"] if steps else []), *fs.overrides.get(method, []),
             f"data.train_per_class={k}", f"data.validation_per_class={k}", f"data.train_sample_seed={seed}",
             f"train.seed={seed}", "train.batch_size=16", "train.eval_every=10", "early_stopping.enabled=false",
             f"name={name}", f"output.dir={out}/{{name}}"]

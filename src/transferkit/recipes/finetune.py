@@ -144,7 +144,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
     # 4. Fine-tune, keep the best checkpoint, test it.
     result = fit(task, model, train, val, cfg.train, cfg.early_stopping, run_dir, accelerator=acc,
                  resume=resume, progress=progress, label="fine-tuning", methods=methods,
-                 tensorboard=cfg.tracking.tensorboard)
+                 tensorboard=cfg.tracking.tensorboard, checkpoints=cfg.output.keep != "metrics")
     model = acc.unwrap_model(model)
     if methods:  # a schedule may have thawed parameters during training (gradual unfreezing): count them too
         from transferkit.modeling.freeze import count_params
@@ -168,7 +168,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
             task.threshold = None
         fit(task, scratch_model, train, val, cfg.train, cfg.early_stopping, run_dir / "scratch",
             accelerator=acc, resume=resume, progress=progress, label="training from scratch",
-            methods=scratch_methods, tensorboard=cfg.tracking.tensorboard)
+            methods=scratch_methods, tensorboard=cfg.tracking.tensorboard, checkpoints=cfg.output.keep != "metrics")
         scratch_methods.after_training(model=scratch_model, task=task, val=val, infer=scores_of, train=train)
         transfer["scratch"] = evaluate(task, scratch_model, test, device=acc.device, accelerator=acc)[0]
         if tuned is not None:

@@ -53,6 +53,8 @@ class ClassificationTask:
     name: str = "text_classification"
     #: binary tasks: predict labels[1] when its probability >= threshold (set by threshold tuning); None: argmax
     threshold: float | None = None
+    #: single-label tasks: probabilities are softmax(logits / temperature) (fitted by methods.temperature_scaling)
+    temperature: float = 1.0
     token_level = False  # one fixed-width score row per example
     baselines: tuple[str, ...] = ("majority", "linear_probe", "zero_shot")
 
@@ -84,7 +86,8 @@ class ClassificationTask:
             return PromptClassificationTask.from_description(d)
         return cls(labels=d["labels"], pooling=d["pooling"], multilabel=d["multilabel"],
                    label_separator=d.get("label_separator", ","), max_length=d["max_length"],
-                   pad_token_id=d.get("pad_token_id", 0), threshold=d.get("threshold"))
+                   pad_token_id=d.get("pad_token_id", 0), threshold=d.get("threshold"),
+                   temperature=d.get("temperature", 1.0))
 
     @property
     def primary_metric(self) -> str:
@@ -191,7 +194,7 @@ class ClassificationTask:
 
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
         outputs = outputs.float()
-        return torch.sigmoid(outputs) if self.multilabel else torch.softmax(outputs, dim=-1)
+        return torch.sigmoid(outputs) if self.multilabel else torch.softmax(outputs / self.temperature, dim=-1)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -214,6 +217,7 @@ class ClassificationTask:
             out = {"accuracy": float(accuracy_score(labels, pred)),
                    "macro_f1": float(f1_score(labels, pred, labels=idx, average="macro", zero_division=0)),
                    "confusion_matrix": confusion_matrix(labels, pred, labels=idx).tolist()}
+            out.update(calibration_metrics(scores, labels, self.temperature))
         out["per_class"] = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                                    "support": int(s[i])} for i, name in enumerate(self.labels)}
         return out
@@ -253,4 +257,21 @@ class ClassificationTask:
              "label_separator": self.label_separator, "max_length": self.max_length, "pad_token_id": self.pad_token_id}
         if self.threshold is not None:
             d["threshold"] = self.threshold
+        if self.temperature != 1.0:
+            d["temperature"] = self.temperature
         return d
+
+
+def calibration_metrics(scores: Any, labels: Any, temperature: float) -> dict[str, Any]:
+    """ECE, NLL and the reliability bins of single-label probabilities; with a fitted temperature, the same
+    for the uncalibrated probabilities (the logits at temperature 1), so a report shows both."""
+    from transferkit.evaluation.calibration import nll, reliability, rescale
+
+    rel = reliability(scores, labels)
+    out: dict[str, Any] = {"ece": rel["ece"], "nll": nll(scores, labels), "reliability": rel}
+    if temperature != 1.0:
+        raw = rescale(scores, 1.0 / temperature)
+        before = reliability(raw, labels)
+        out.update(ece_uncalibrated=before["ece"], nll_uncalibrated=nll(raw, labels), reliability_uncalibrated=before,
+                   temperature=temperature)
+    return out

@@ -101,7 +101,7 @@ class PromptClassificationTask(ClassificationTask):
     @classmethod
     def from_description(cls, d: dict[str, Any]) -> PromptClassificationTask:
         return cls(labels=d["labels"], max_length=d["max_length"], pad_token_id=d.get("pad_token_id", 0),
-                   threshold=d.get("threshold"), template=d["template"], verbalizer=d["verbalizer"],
+                   threshold=d.get("threshold"), temperature=d.get("temperature", 1.0), template=d["template"], verbalizer=d["verbalizer"],
                    word_ids=d.get("word_ids", []), mask_token_id=d.get("mask_token_id"))
 
     def model_class(self, config: Any = None) -> Any:

@@ -77,12 +77,13 @@ class RelationExtractionTask(ClassificationTask):
     @classmethod
     def from_description(cls, d: dict[str, Any]) -> RelationExtractionTask:
         return cls(labels=d["labels"], markers=d["markers"], pooling=d["pooling"], no_relation=d["no_relation"],
-                   entity_types=d["entity_types"], max_length=d["max_length"], pad_token_id=d.get("pad_token_id", 0))
+                   entity_types=d["entity_types"], max_length=d["max_length"], pad_token_id=d.get("pad_token_id", 0),
+                   temperature=d.get("temperature", 1.0))
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.name, "labels": self.labels, "markers": self.markers, "pooling": self.pooling,
                 "no_relation": self.no_relation, "entity_types": self.entity_types, "max_length": self.max_length,
-                "pad_token_id": self.pad_token_id}
+                "pad_token_id": self.pad_token_id, **({"temperature": self.temperature} if self.temperature != 1.0 else {})}
 
     @property
     def primary_metric(self) -> str:

@@ -94,11 +94,13 @@ def _micro_batch_size(cfg: TrainConfig, world: int) -> int:
 def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainConfig,
         early: EarlyStoppingConfig, run_dir: Path, *, accelerator: Any = None, resume: bool = False,
         progress: bool = True, label: str = "training", methods: MethodStack | None = None,
-        tensorboard: bool = True) -> FitResult:
+        tensorboard: bool = True, checkpoints: bool = True) -> FitResult:
     """Train `model` on `train`, evaluating on `val`. Checkpoints go to run_dir/checkpoints.
 
     The best model (by the early-stopping metric) is kept in run_dir/checkpoints/best_model.pt and loaded
     back into `model` before returning. `methods`: the run's plug-ins (their hooks are called here).
+    `checkpoints=False` (sweeps of many short runs that keep only metrics): nothing is written for --resume
+    and the best weights are kept in memory.
     """
     methods = methods if methods is not None else MethodStack()
     acc = accelerator or make_accelerator(cfg.precision)
@@ -151,7 +153,11 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
     logger = MetricsLogger(run_dir, enabled=main, resume_offset=metrics_offset,
                            purge_step=state.step if metrics_offset is not None else None, tensorboard=tensorboard)
 
+    best_in_memory: dict[str, torch.Tensor] | None = None
+
     def save_last(end_of_epoch: bool) -> None:
+        if not checkpoints:
+            return
         loop_state = {**vars(state), "loss_sum": float(running), "loss_count": running_n}
         if end_of_epoch:  # resume at the start of the next epoch
             loop_state.update(epoch=state.epoch + 1, batch_in_epoch=0)
@@ -182,8 +188,13 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
         if watched is None:
             raise ConfigError([f"early_stopping -> metric: '{stopper.metric}' is not among the validation "
                                f"metrics {sorted(scalars)}"])
-        if stopper.update(watched, state.step) and main:
-            ckpt.atomic_save(acc.unwrap_model(model).state_dict(), ckpt_dir / BEST)
+        if stopper.update(watched, state.step):
+            nonlocal best_in_memory
+            weights = acc.unwrap_model(model).state_dict()
+            if not checkpoints:  # every process keeps its copy: they load it back at the end
+                best_in_memory = {k: v.detach().clone() for k, v in weights.items()}
+            elif main:
+                ckpt.atomic_save(weights, ckpt_dir / BEST)
         acc.wait_for_everyone()
         log.info("step %d: validation %s", state.step,
                  ", ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k != "epoch"))
@@ -261,6 +272,9 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                     state.train_seconds += time.perf_counter() - t0
                     save_last(end_of_epoch)
                     t0 = time.perf_counter()
+                if stop.requested and not checkpoints:
+                    raise Interrupted(f"{stop.requested}: stopped after step {state.step} of {total_steps}; this "
+                                      "run keeps no checkpoints (output.keep: metrics): run it again")
                 if stop.requested:
                     raise Interrupted(
                         f"{stop.requested}: stopped after step {state.step} of {total_steps} and saved a checkpoint "
@@ -269,7 +283,9 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     state.train_seconds += time.perf_counter() - t0
     logger.close()
-    if (ckpt_dir / BEST).exists():
+    if best_in_memory is not None:
+        acc.unwrap_model(model).load_state_dict(best_in_memory)
+    elif checkpoints and (ckpt_dir / BEST).exists():
         try:
             best = ckpt.load(ckpt_dir / BEST)
         except CheckpointError as e:
