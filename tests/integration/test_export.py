@@ -172,7 +172,7 @@ def test_model_card_metrics_equal_metrics_json(classifier):
     assert meta["pipeline_tag"] == "text-classification" and meta["library_name"] == "transformers"
     assert "transferkit" in meta["tags"] and meta["datasets"] == ["d.csv"]
     metrics = read_card_metrics(classifier / "model" / "README.md")
-    assert metrics == {"accuracy": summary["test"]["accuracy"], "macro_f1": summary["test"]["macro_f1"]}
+    assert metrics == {k: summary["test"][k] for k in ("accuracy", "macro_f1", "ece", "nll")}
     assert f"| accuracy | {summary['test']['accuracy']:.4f} |" in card
     assert f"{summary['train']['trainable_params']:,} of {summary['train']['total_params']:,}" in card
 

@@ -18,7 +18,8 @@ BASE_MODEL = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k not in ("loss", "total", "reply_tokens", "predicted_tokens")}
+            and k not in ("loss", "total", "reply_tokens", "predicted_tokens", "temperature")
+            and not k.endswith("_uncalibrated")}
 
 
 def _dataset(cfg: Any) -> str:
