@@ -233,6 +233,42 @@ def evaluate(
 
 
 @app.command()
+def explain(
+    run_dir: Path = typer.Argument(..., help="A run folder, model folder or registry reference."),
+    texts: list[str] = typer.Argument(..., help="The text(s) to explain."),
+    method: str = typer.Option("ig", "--method", help="ig (integrated gradients) or rollout (attention rollout)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Explain this label (default: the predicted one)."),
+    steps: int = typer.Option(50, "--steps", min=2, help="Integration points of integrated gradients."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write the highlighted texts as an HTML page."),
+    as_json: bool = typer.Option(False, "--json", help="Print the attributions as JSON only."),
+) -> None:
+    """Which words pushed a prediction, and which way: token attributions of a classifier's prediction."""
+    _setup_logging(True)
+    with _user_errors():
+        from transferkit.deploy.predictor import Predictor
+        from transferkit.evaluation import attributions as at
+
+        name = {"ig": "integrated_gradients", "rollout": "attention_rollout"}.get(method, method)
+        if name not in at.METHODS:
+            from transferkit.errors import ConfigError
+
+            raise ConfigError([f"explain --method: unknown method '{method}'; choose ig or rollout"])
+        pred = Predictor.load(_model_ref(run_dir))
+        rows = at.explain(pred, texts, method=name, target=target, steps=steps)
+        if html_out is not None:
+            html_out.write_text(at.to_html(rows, title=f"{run_dir}: {name.replace('_', ' ')}"), encoding="utf-8")
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+        return
+    for r in rows:
+        top = sorted(r["words"], key=lambda w: -abs(w["attribution"]))[:8]
+        out.print(f"[bold]{r['explained']}[/bold] ({r['probability']:.3f}; predicted {r['label']}): "
+                  + ", ".join(f"{w['word']} {w['attribution']:+.3f}" for w in top))
+    if html_out is not None:
+        out.print(f"page: {html_out}")
+
+
+@app.command()
 def drift(
     run_dir: Path = typer.Argument(..., help="A fine-tuning run folder (it keeps a sample of its training data)."),
     data: str = typer.Option(..., "--data", help="The new texts: a file (.csv/.tsv/.jsonl) or a built-in name."),

@@ -1,0 +1,178 @@
+"""Token attributions for sequence-level predictions (text classification, relations, prompt heads).
+
+- Integrated gradients (Sundararajan et al. 2017) on the word-embedding layer, by Captum's
+  `LayerIntegratedGradients`: the path from a baseline input (every ordinary token replaced by the padding token,
+  special tokens such as [CLS], [SEP] and [MASK] kept in place) to the input, `steps` points, Gauss-Legendre.
+  Each piece's attribution is the dot product of its embedding difference with the path-integrated gradient of
+  the explained class's logit; by completeness they add up to logit(input) - logit(baseline), up to the
+  integral's approximation error (`delta`, reported).
+- Attention rollout (Abnar & Zuidema 2020), the cheap alternative: per layer the head-averaged attention plus the
+  identity (the residual stream), rows renormalised, multiplied through the layers; a piece's relevance is what
+  the pooled position (the [CLS] row, or the mean of the rows for mean pooling) receives from it. Non-negative
+  and class-agnostic: it says where the model looked, not which way it pushed.
+
+WordPiece continuations (##...) are merged into their word, attributions summed (rollout: summed relevance).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+import torch
+
+METHODS = ("integrated_gradients", "attention_rollout")
+
+
+def _batch(task: Any, tokenizer: Any, texts: list[str], pairs: list[str] | None, device: Any) -> dict[str, torch.Tensor]:
+    from transferkit.data.sources import Examples
+
+    make = getattr(task, "examples_for_prediction", None)
+    ex = make(list(texts), pairs) if make is not None else Examples(
+        texts=list(texts), labels=[None] * len(texts), origin=[""] * len(texts), text_pairs=pairs)
+    enc = task.encode(tokenizer, ex)
+    batch = task.collate(enc.features)
+    return {k: v.to(device) for k, v in batch.items() if k != "labels"}
+
+
+def words_of(tokens: list[str], values: np.ndarray, special: set[str]) -> list[dict[str, Any]]:
+    """Pieces -> words: '##' continuations join the word before them, their values summed; special tokens
+    and padding are left out."""
+    out: list[dict[str, Any]] = []
+    for tok, v in zip(tokens, values):
+        if tok in special:
+            continue
+        if tok.startswith("##") and out:
+            out[-1]["word"] += tok[2:]
+            out[-1]["attribution"] += float(v)
+        else:
+            out.append({"word": tok, "attribution": float(v)})
+    return out
+
+
+def explain(predictor: Any, texts: list[str], *, method: str = "integrated_gradients", target: str | None = None,
+            steps: int = 50, pairs: list[str] | None = None, internal_batch_size: int = 16) -> list[dict[str, Any]]:
+    """Per text: the predicted label, the label explained (`target`, default the predicted one), its
+    probability, and per word its attribution; integrated gradients add the logit difference to the baseline
+    and the completeness gap `delta`."""
+    from transferkit.errors import ConfigError
+
+    task, model, tok = predictor.task, predictor.model, predictor.tokenizer
+    if method not in METHODS:
+        raise ConfigError([f"explain: unknown method '{method}'; choose among {', '.join(METHODS)}"])
+    if not isinstance(model, torch.nn.Module) or getattr(task, "token_level", False) or not hasattr(task, "labels") \
+            or getattr(task, "multilabel", False) or task.name not in ("text_classification", "relation_extraction"):
+        raise ConfigError([f"explain: for single-label text classification and relation runs with a torch model "
+                           f"(this one: {task.name}, backend {predictor.backend})"])
+    if target is not None and target not in task.labels:
+        raise ConfigError([f"explain: --target '{target}' is not a label of this model ({', '.join(task.labels)})"])
+    model.eval()
+    batch = _batch(task, tok, texts, pairs, predictor.device)
+    with torch.no_grad():
+        logits = task.forward(model, batch).float()
+        probs = task.scores(logits).cpu().numpy()
+    predicted = task.decide(probs)
+    targets = [task.labels.index(target) if target else int(p) for p in predicted]
+    ids = batch["input_ids"]
+    special = set(tok.all_special_tokens) - {tok.unk_token}  # an unknown word is still a word of the text
+    if method == "integrated_gradients":
+        values, extra = _integrated_gradients(task, model, tok, batch, targets, steps, internal_batch_size)
+    else:
+        values, extra = _rollout(task, model, batch), [{} for _ in texts]
+    out = []
+    for i in range(len(texts)):
+        n = int(batch["attention_mask"][i].sum()) if "attention_mask" in batch else ids.shape[1]
+        tokens = tok.convert_ids_to_tokens(ids[i, :n].tolist())
+        out.append({"label": task.labels[int(predicted[i])], "explained": task.labels[targets[i]],
+                    "probability": float(probs[i, targets[i]]), "method": method,
+                    "words": words_of(tokens, values[i, :n], special), **extra[i]})
+    return out
+
+
+def _integrated_gradients(task: Any, model: Any, tok: Any, batch: dict[str, torch.Tensor], targets: list[int],
+                          steps: int, internal_batch_size: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    from captum.attr import LayerIntegratedGradients
+
+    ids = batch["input_ids"]
+    rest = {k: v for k, v in batch.items() if k != "input_ids"}
+    names = sorted(rest)
+
+    def forward(input_ids: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+        b = {"input_ids": input_ids, **dict(zip(names, others))}
+        return task.forward(model, b).float()
+
+    keep = torch.tensor(sorted(set(tok.all_special_ids) - {tok.pad_token_id}), device=ids.device)
+    baseline = torch.where(torch.isin(ids, keep), ids, torch.full_like(ids, tok.pad_token_id or 0))
+    lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
+    others = tuple(rest[k] for k in names)
+    attr, delta = lig.attribute(ids, baselines=baseline, additional_forward_args=others, target=targets,
+                                n_steps=steps, internal_batch_size=internal_batch_size,
+                                return_convergence_delta=True)
+    with torch.no_grad():
+        rows = torch.arange(len(targets))
+        t = torch.tensor(targets)
+        diff = forward(ids, *others)[rows, t] - forward(baseline, *others)[rows, t]
+    values = attr.sum(dim=-1).detach().cpu().numpy()
+    if "attention_mask" in batch:
+        values = values * batch["attention_mask"].cpu().numpy()
+    extra = [{"logit_difference": float(diff[i]), "delta": float(delta[i]), "steps": steps} for i in range(len(targets))]
+    return values, extra
+
+
+def _rollout(task: Any, model: Any, batch: dict[str, torch.Tensor]) -> np.ndarray:
+    encoder = getattr(model, getattr(model, "base_model_prefix", "bert"), model)
+    previous = getattr(encoder.config, "_attn_implementation", None)
+    try:
+        encoder.set_attn_implementation("eager")  # sdpa kernels return no attention weights
+    except (AttributeError, ValueError):
+        pass
+    try:
+        with torch.no_grad():
+            outputs = encoder(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")},
+                              output_attentions=True)
+    finally:
+        if previous is not None:
+            try:
+                encoder.set_attn_implementation(previous)
+            except (AttributeError, ValueError):
+                pass
+    att = torch.stack([a.float().mean(dim=1) for a in outputs.attentions])  # layers, batch, L, L
+    mask = batch.get("attention_mask", torch.ones(att.shape[1:3], dtype=torch.long)).float()
+    eye = torch.eye(att.shape[-1]).expand_as(att[0])
+    result = eye.clone()
+    for a in att:
+        a = 0.5 * a + 0.5 * eye
+        a = a * mask[:, None, :]
+        a = a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        result = a @ result
+    if getattr(task, "pooling", "cls") == "mean":
+        rel = (result * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True)
+    else:
+        rel = result[:, 0]
+    return (rel * mask).cpu().numpy()
+
+
+def to_html(explanations: list[dict[str, Any]], title: str = "attributions") -> str:
+    """One line per text: words shaded by their attribution (green: toward the explained label, red: against
+    it; rollout: blue by relevance), each line's scale its own largest magnitude."""
+    rows = []
+    for e in explanations:
+        top = max((abs(w["attribution"]) for w in e["words"]), default=0.0) or 1.0
+        spans = []
+        for w in e["words"]:
+            a = w["attribution"] / top
+            if e["method"] == "attention_rollout":
+                color = f"rgba(40,110,220,{abs(a):.3f})"
+            else:
+                color = f"rgba(30,160,60,{a:.3f})" if a >= 0 else f"rgba(220,40,40,{-a:.3f})"
+            spans.append(f'<span title="{w["attribution"]:+.4f}" style="background:{color};padding:1px 2px;'
+                         f'border-radius:3px">{html.escape(w["word"])}</span>')
+        head = (f'<b>{html.escape(e["explained"])}</b> ({e["probability"]:.3f}; predicted '
+                f'{html.escape(e["label"])})')
+        if "gold" in e:
+            head += f' · gold {html.escape(str(e["gold"]))}'
+        rows.append(f"<p>{head}<br>{' '.join(spans)}</p>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+            f"<body style='font-family:sans-serif;max-width:60em'><h2>{html.escape(title)}</h2>"
+            + "\n".join(rows) + "</body></html>")

@@ -1,0 +1,85 @@
+"""Token attributions: integrated gradients are complete (they add up to the logit difference from the
+baseline), rollout is a distribution over the input, the CLI and the HTML show them, bad requests are refused."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from transferkit.cli import app
+from transferkit.config import load_config
+from transferkit.errors import ConfigError
+from transferkit.recipes.finetune import run
+
+from conftest import make_rows, tiny_config, write_csv
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("attr")
+    data = write_csv(root / "reviews.csv", make_rows(240, seed=1))
+    m = run(load_config(raw=tiny_config(tiny_model, data, root, train={"epochs": 6})), progress=False)
+    assert m["test"]["accuracy"] >= 0.9  # a model that learned the words: attributions have something to find
+    return root / "tiny"
+
+
+def test_integrated_gradients_add_up_to_the_logit_difference(trained):
+    from transferkit.deploy.predictor import Predictor
+    from transferkit.evaluation.attributions import explain
+
+    pred = Predictor.load(trained)
+    texts = ["a great and wonderful film", "the plot was awful and terrible", "delightful cast"]
+    out = explain(pred, texts, steps=64)
+    for e, text in zip(out, texts):
+        total = sum(w["attribution"] for w in e["words"])
+        assert abs(e["logit_difference"]) > 1e-3
+        assert total == pytest.approx(e["logit_difference"], abs=0.02 * abs(e["logit_difference"]) + 1e-3)
+        assert abs(e["delta"]) < 0.02 * abs(e["logit_difference"]) + 1e-3
+        assert [w["word"] for w in e["words"]] == text.split()  # whole words, no [CLS] / [SEP]
+    probs = pred.predict_scores(texts)
+    assert [e["label"] for e in out] == [pred.task.labels[int(i)] for i in probs.argmax(1)]
+    other = explain(pred, texts[:1], target=pred.task.labels[0], steps=32)[0]
+    assert other["explained"] == pred.task.labels[0]
+    assert other["probability"] == pytest.approx(float(probs[0, 0]), abs=1e-5)
+
+
+def test_attention_rollout_is_a_distribution_over_the_input(trained):
+    from transferkit.deploy.predictor import Predictor
+    from transferkit.evaluation.attributions import _batch, _rollout
+
+    pred = Predictor.load(trained)
+    batch = _batch(pred.task, pred.tokenizer, ["a great film", "a very long and very dull film indeed"], None, "cpu")
+    rel = _rollout(pred.task, pred.model, batch)
+    assert rel.shape == tuple(batch["input_ids"].shape)
+    assert np.all(rel >= 0)
+    assert rel.sum(1) == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert rel[0, int(batch["attention_mask"][0].sum()):].sum() == 0.0  # nothing on padding
+
+
+def test_explain_cli_writes_html_and_refuses_bad_requests(trained, tmp_path):
+    page = tmp_path / "e.html"
+    res = CliRunner().invoke(app, ["explain", str(trained), "a great film", "an awful film", "--html", str(page),
+                                   "--steps", "16", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert len(rows) == 2 and {w["word"] for w in rows[0]["words"]} == {"a", "great", "film"}
+    text = page.read_text()
+    assert text.count("<p>") == 2 and ">great</span>" in text and "rgba(" in text
+    res = CliRunner().invoke(app, ["explain", str(trained), "x", "--method", "rollout"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["explain", str(trained), "x", "--method", "saliency"])
+    assert res.exit_code == 2 and "unknown method 'saliency'" in res.output
+    res = CliRunner().invoke(app, ["explain", str(trained), "x", "--target", "neutral"])
+    assert res.exit_code == 2 and "'neutral' is not a label of this model" in res.output
+
+
+def test_explain_refuses_token_tasks():
+    from types import SimpleNamespace
+
+    from transferkit.evaluation.attributions import explain
+
+    fake = SimpleNamespace(task=SimpleNamespace(name="token_classification", token_level=True, labels=["O"]),
+                           model=None, tokenizer=None, backend="torch", device="cpu")
+    with pytest.raises(ConfigError, match="explain: for single-label text classification"):
+        explain(fake, ["x"])
