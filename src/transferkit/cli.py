@@ -213,22 +213,43 @@ def fewshot(
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A finished fine-tuning run folder."),
-    suite: str = typer.Option("calibration", "--suite", help="Comma-separated suites: calibration."),
+    suite: str = typer.Option("calibration", "--suite", help="Comma-separated suites: calibration, robustness, "
+                              "bias."),
     apply: bool = typer.Option(False, "--apply", help="Write the temperature fitted on validation into the "
                                "model's task.json (predict and serve use it from then on)."),
+    sample: int = typer.Option(500, "--sample", min=1, help="Robustness: test texts perturbed (seeded sample)."),
+    attack_sample: int = typer.Option(200, "--attack-sample", min=0, help="Robustness: texts attacked (0: no attack)."),
+    candidates: str = typer.Option("auto", "--attack-candidates", help="Attack substitutes: synonyms (WordNet / "
+                                   "the Chinese table), embedding (the model's nearest input embeddings), auto."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample and of every perturbation."),
 ) -> None:
-    """Trust checks on a run: calibration (ECE, NLL, reliability; temperature fitted on validation)."""
+    """Trust checks on a run: calibration (ECE, NLL, reliability; temperature fitted on validation), robustness
+    (CheckList-style invariance and directional tests, a word-substitution attack), bias (group-term probes)."""
     _setup_logging(True)
     with _user_errors():
+        from transferkit.errors import ConfigError
         from transferkit.recipes.trust import evaluate_run
 
-        r = evaluate_run(run_dir, [s.strip() for s in suite.split(",") if s.strip()], apply=apply)
+        if candidates not in ("auto", "synonyms", "embedding"):
+            raise ConfigError([f"evaluate --attack-candidates: '{candidates}' is not one of auto, synonyms, embedding"])
+        r = evaluate_run(run_dir, [s.strip() for s in suite.split(",") if s.strip()], apply=apply, sample=sample,
+                         attack_sample=attack_sample, seed=seed, candidates=candidates)
     if "calibration" in r:
         c = r["calibration"]
         out.print(f"calibration: temperature fitted on validation {c['fitted_temperature']:.3f}"
                   f"{' (written into the model)' if c['applied'] else ''}")
         for name, t in c["test"].items():
             out.print(f"  test, {name}: accuracy {t['accuracy']:.4f} · ECE {t['ece']:.4f} · NLL {t['nll']:.4f}")
+    if "robustness" in r:
+        rb = r["robustness"]
+        out.print(f"robustness ({rb['n']} test texts): " + ", ".join(
+            f"{k} flips {v['flip_rate']:.3f}" for k, v in rb["invariance"].items() if v["n"]))
+        if "attack" in rb:
+            out.print(f"  attack: success rate {rb['attack']['success_rate']:.3f}, "
+                      f"{rb['attack']['queries_mean']:.1f} queries per text")
+    if "bias" in r:
+        for probe, p in r["bias"]["probes"].items():
+            out.print(f"bias, {probe}: largest gap {p['max_gap_points']:.2f} points of P({r['bias']['reference_label']})")
     out.print(f"report: {Path(run_dir) / 'trust' / 'trust.md'}")
 
 

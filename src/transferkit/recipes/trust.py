@@ -7,12 +7,16 @@ fitted temperature into model/task.json, so predict and serve use it from then o
 - calibration: ECE, maximum calibration error and NLL on the test split at the model's temperature, a
   temperature fitted on the validation split (never the test split), the test figures after it, and the
   reliability diagram before and after.
+- robustness: CheckList-style invariance and directional tests on a seeded sample of the test split, and the
+  greedy word-substitution attack (evaluation/robustness.py).
+- bias: template probes that vary only a group term (evaluation/bias.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ from transferkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SUITES = ("calibration",)
+SUITES = ("calibration", "robustness", "bias")
 CLASSIFIERS = ("text_classification", "relation_extraction")
 
 
@@ -95,7 +99,114 @@ def calibration_markdown(r: dict[str, Any]) -> list[str]:
     return [*lines, "", "![reliability](reliability.png)", ""]
 
 
-def evaluate_run(run_dir: Path, suites: list[str], *, apply: bool = False) -> dict[str, Any]:
+def _scorer(pred: Any) -> Any:
+    import numpy as np
+
+    return lambda texts: np.asarray(pred.predict_scores(list(texts), batch_size=64)) if texts else np.zeros((0, 0))
+
+
+def _text_classifier(run_dir: Path, pred: Any, suite: str) -> None:
+    task = pred.task
+    if task.name != "text_classification" or getattr(task, "multilabel", False):
+        raise ConfigError([f"evaluate --suite {suite}: for single-label text classification runs; {run_dir} is a "
+                           f"{task.name}{' (multilabel)' if getattr(task, 'multilabel', False) else ''} run"])
+
+
+def _sample(splits: Any, pred: Any, n: int, seed: int) -> tuple[list[str], Any]:
+    import random
+
+    import numpy as np
+
+    test = splits.test
+    pred.task.check(test)
+    if test.text_pairs is not None:
+        raise ConfigError(["evaluate: robustness and bias suites perturb single texts; this run classifies text pairs"])
+    idx = sorted(random.Random(seed).sample(range(len(test)), min(n, len(test))))
+    index = {y: i for i, y in enumerate(pred.task.labels)}
+    return [test.texts[i] for i in idx], np.array([index[test.labels[i]] for i in idx])
+
+
+def robustness(run_dir: Path, pred: Any, splits: Any, *, sample: int, attack_sample: int, seed: int,
+               candidates: str) -> dict[str, Any]:
+    from transferkit.evaluation import robustness as rb
+    from transferkit.methods.augment_common import is_chinese
+    from transferkit.methods import synonyms as syn
+
+    _text_classifier(run_dir, pred, "robustness")
+    texts, gold = _sample(splits, pred, sample, seed)
+    score = _scorer(pred)
+    result = rb.checklist(score, texts, gold, list(pred.task.labels), seed=seed)
+    chinese = sum(map(is_chinese, texts)) > len(texts) / 2
+    if candidates == "auto":
+        candidates = "synonyms" if chinese or not syn.missing_wordnet() else "embedding"
+    lookup: Callable[[str], list[str]]
+    if candidates == "synonyms":
+        if chinese:
+            lookup = syn.chinese()
+        else:
+            missing = syn.missing_wordnet()
+            if missing:
+                raise ConfigError([f"evaluate --attack-candidates synonyms: {missing}"])
+            lookup = syn.wordnet()
+    else:
+        lookup = rb.embedding_neighbours(pred)
+    if attack_sample:
+        result["attack"] = {"candidates": candidates, **rb.attack(score, texts[:attack_sample], gold[:attack_sample],
+                                                                   candidates=lookup)}
+    result["seed"] = seed
+    return result
+
+
+def bias(run_dir: Path, pred: Any, splits: Any) -> dict[str, Any]:
+    from transferkit.evaluation.bias import bias_table
+    from transferkit.methods.augment_common import is_chinese
+
+    _text_classifier(run_dir, pred, "bias")
+    texts = splits.test.texts[:200] or splits.train.texts[:200]
+    lang = "zh" if sum(map(is_chinese, texts)) > len(texts) / 2 else "en"
+    return bias_table(_scorer(pred), list(pred.task.labels), lang)
+
+
+def robustness_markdown(r: dict[str, Any]) -> list[str]:
+    lines = ["## Robustness (CheckList-style)", "",
+             f"{r['n']} test texts (seed {r['seed']}), accuracy {r['accuracy']:.4f}. Invariance: the label should not "
+             "change.", "", "| perturbation | texts | accuracy before | after | flip rate |", "|---|---|---|---|---|"]
+    for k, v in r["invariance"].items():
+        lines.append(f"| {k} | {v['n']} | " + (f"{v['accuracy_before']:.4f} | {v['accuracy_after']:.4f} | "
+                                              f"{v['flip_rate']:.4f} |" if v["n"] else "- | - | - |"))
+    if r.get("directional"):
+        lines += ["", f"Directional (tolerance {r['tolerance']}):", "",
+                  "| test | texts | expectation | violation rate | mean change |", "|---|---|---|---|---|"]
+        for k, v in r["directional"].items():
+            lines.append(f"| {k} | {v['n']} | {v.get('expectation', '-')} | " +
+                         (f"{v['violation_rate']:.4f} | {v['mean_change']:+.4f} |" if v["n"] else "- | - |"))
+    elif r.get("directional_note"):
+        lines += ["", f"Directional tests skipped: {r['directional_note']}."]
+    if "attack" in r:
+        a = r["attack"]
+        lines += ["", f"Greedy word-substitution attack ({a['candidates']} candidates, at most 20% of the words): "
+                  f"success rate **{a['success_rate']:.4f}** on {a['attacked']} correctly classified texts, "
+                  f"{a['queries_mean']:.1f} queries per text, {100 * a['words_changed_mean']:.1f}% of the words "
+                  f"changed in a successful attack; accuracy under attack {a['accuracy_under_attack']:.4f}."]
+        for e in a["examples"][:3]:
+            lines.append(f"- {e['before']!r} -> {e['after']!r}")
+    return [*lines, ""]
+
+
+def bias_markdown(r: dict[str, Any]) -> list[str]:
+    lines = ["## Bias probes", "", f"Mean P({r['reference_label']}) over neutral templates that differ only in the "
+             "group term; gap: points from the mean of the groups.", ""]
+    for probe, p in r["probes"].items():
+        lines += [f"**{probe}**: largest gap between two groups {p['max_gap_points']:.2f} points.", "",
+                  "| group | templates | P(" + r["reference_label"] + ") | gap (points) |", "|---|---|---|---|"]
+        lines += [f"| {g} | {v['n']} | {v[r['reference_label']]:.4f} | {p['gap_points'][g]:+.2f} |"
+                  for g, v in p["groups"].items()]
+        lines.append("")
+    return lines
+
+
+def evaluate_run(run_dir: Path, suites: list[str], *, apply: bool = False, sample: int = 500,
+                 attack_sample: int = 200, seed: int = 0, candidates: str = "auto") -> dict[str, Any]:
     from transferkit.data.prepare import load_splits
     from transferkit.deploy.predictor import Predictor
     from transferkit.recipes.update import parent_config
@@ -116,10 +227,20 @@ def evaluate_run(run_dir: Path, suites: list[str], *, apply: bool = False) -> di
     results["run"] = str(run_dir)
     for suite in suites:
         log.info("evaluate: %s suite on %s", suite, run_dir)
-        results[suite] = calibration(run_dir, pred, splits, out, apply=apply)
+        if suite == "calibration":
+            results[suite] = calibration(run_dir, pred, splits, out, apply=apply)
+        elif suite == "robustness":
+            results[suite] = robustness(run_dir, pred, splits, sample=sample, attack_sample=attack_sample, seed=seed,
+                                        candidates=candidates)
+        else:
+            results[suite] = bias(run_dir, pred, splits)
     atomic_write_text(path, json.dumps(results, indent=2, ensure_ascii=False))
     md = [f"# Trust checks: {run_dir.name}", ""]
     if "calibration" in results:
         md += calibration_markdown(results["calibration"])
+    if "robustness" in results:
+        md += robustness_markdown(results["robustness"])
+    if "bias" in results:
+        md += bias_markdown(results["bias"])
     atomic_write_text(out / "trust.md", "\n".join(md))
     return results
