@@ -531,6 +531,8 @@ def predict(
     batch_size: int = typer.Option(64, min=1, max=65536, help="Examples per forward pass."),
     int8: bool = typer.Option(False, "--int8", help="int8 (CPU): an export's int8 model, else dynamic quantization "
                               "in torch; faster, slightly less exact."),
+    explain_with: Optional[str] = typer.Option(None, "--explain", help="Add word attributions of each prediction: "
+                                               "ig (integrated gradients, 32 steps) or rollout (classification)."),
 ) -> None:
     """Predict for new inputs (texts; JSONL records for NER, QA and relations); one JSON object per line,
     line N for input N (an empty input gets a record with an "error" field)."""
@@ -545,6 +547,7 @@ def predict(
         inputs = _read_inputs(input, text_column, structured)
         valid = [item for _, item in inputs if item is not None]
         preds = iter(predictor.predict(valid, batch_size=batch_size))
+        why = iter(_explanations(predictor, valid, explain_with, batch_size) if explain_with else [])
         lines, empty = [], []
         for where, item in inputs:
             if item is None:
@@ -552,7 +555,8 @@ def predict(
                 lines.append(json.dumps({"error": f"empty input ({where}): nothing to predict"}, ensure_ascii=False))
             else:
                 record = item if isinstance(item, dict) else {"text": item}
-                lines.append(json.dumps({**record, **next(preds)}, ensure_ascii=False))
+                extra = {"explanation": next(why)} if explain_with else {}
+                lines.append(json.dumps({**record, **next(preds), **extra}, ensure_ascii=False))
         if not inputs:
             err.print("[yellow]warning:[/] no input: nothing to predict (pipe texts, one per line, or give --input).",
                       highlight=False)
@@ -567,6 +571,21 @@ def predict(
         else:
             for line in lines:
                 typer.echo(line)
+
+
+def _explanations(predictor: Any, texts: list[Any], method: str, batch_size: int) -> list[dict[str, Any]]:
+    from transferkit.errors import ConfigError
+    from transferkit.evaluation import attributions as at
+
+    name = {"ig": "integrated_gradients", "rollout": "attention_rollout"}.get(method, method)
+    if name not in at.METHODS:
+        raise ConfigError([f"predict --explain: unknown method '{method}'; choose ig or rollout"])
+    rows: list[dict[str, Any]] = []
+    step = min(batch_size, 16)
+    for i in range(0, len(texts), step):
+        for r in at.explain(predictor, [str(t) for t in texts[i:i + step]], method=name, steps=32):
+            rows.append({k: r[k] for k in ("method", "explained", "words", "logit_difference", "delta") if k in r})
+    return rows
 
 
 @app.command()

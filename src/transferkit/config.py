@@ -365,6 +365,14 @@ class EarlyStoppingConfig(Section):
     min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as an improvement.")
 
 
+class ReportConfig(Section):
+    explain: int = Field(0, ge=0, le=200, description="Single-label text classification: highlight the words "
+                         "behind this many of the most confident test errors and as many of the most confident "
+                         "correct predictions (integrated gradients) in explanations.html, linked from the report.")
+    trust: bool = Field(False, description="Run `transferkit evaluate --suite calibration,robustness,bias` on the "
+                        "finished run (single-label text classification; results in trust/, linked from the report).")
+
+
 class CompareConfig(Section):
     majority: bool = Field(True, description="Report the majority-class baseline.")
     linear_probe: bool = Field(
@@ -440,6 +448,8 @@ class RunConfig(Section):
         default_factory=EarlyStoppingConfig, description="Early stopping on validation."
     )
     compare: CompareConfig = Field(default_factory=CompareConfig, description="Baselines in the transfer report.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="What the report adds: explanations, "
+                                 "trust checks.")
     methods: dict[str, Any] = Field(default_factory=dict, description=METHODS_HELP)
     output: RunOutputConfig = Field(default_factory=RunOutputConfig, description="Where results go.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model versions in MLflow.")
@@ -478,6 +488,12 @@ class RunConfig(Section):
                 problems.append(f"task -> {key}: settings of {owner}, but task.type is {kind}; remove them or "
                                 f"set task.type: {owners[0]}")
         multilabel = self.task.multilabel and kind == "text_classification"
+        for key in ("explain", "trust"):
+            if getattr(self.report, key) and (kind != "text_classification" or multilabel):
+                problems.append(f"report -> {key}: for single-label text_classification runs, not "
+                                f"{'multilabel ' if multilabel else ''}{kind}; remove it")
+        if (self.report.explain or self.report.trust) and self.output.keep == "metrics":
+            problems.append("report: explain / trust need the model folder, which output.keep: metrics does not keep")
         problems += _metric_problems(self.early_stopping, validation_metrics(kind, multilabel=multilabel))
         L = self.model.max_length
         if kind == "token_classification" and self.task.ner.stride is not None and self.task.ner.stride >= L - 2:

@@ -123,6 +123,31 @@ def test_limits_and_malformed_input(server, body, status, message):
     assert message in r.json()["detail"]
 
 
+def test_explain_endpoint_gives_complete_attributions_and_refuses_bad_requests(server):
+    url = server.url + "/v1/explain"
+    assert httpx.post(url, json={"inputs": ["great film"]}).status_code == 401
+    r = httpx.post(url, json={"inputs": ["a great and wonderful film", "dull boring plot"], "steps": 32}, headers=H)
+    assert r.status_code == 200, r.text
+    rows = r.json()["explanations"]
+    assert [w["word"] for w in rows[0]["words"]] == "a great and wonderful film".split()
+    for e in rows:  # completeness: the words add up to the logit difference from the all-[PAD] baseline
+        assert sum(w["attribution"] for w in e["words"]) == pytest.approx(e["logit_difference"], abs=0.05 * abs(
+            e["logit_difference"]) + 1e-3)
+    assert r.json()["model_version"].startswith("v1-")
+    r = httpx.post(url, json={"inputs": ["great film"], "method": "rollout"}, headers=H)
+    assert r.status_code == 200 and r.json()["explanations"][0]["method"] == "attention_rollout"
+    for body, status, message in [
+            ({"inputs": ["x"] * 17}, 413, "17 inputs to explain in one request; the limit is 16"),
+            ({"inputs": ["a" * 201]}, 413, "inputs[0] has 201 characters"),
+            ({"inputs": [" "]}, 422, "inputs[0] is empty"),
+            ({"inputs": ["x"], "method": "saliency"}, 422, "unknown method 'saliency'"),
+            ({"inputs": ["x"], "target": "neutral"}, 422, "'neutral' is not a label of this model"),
+            ({"inputs": ["x"], "steps": 1000}, 422, "steps")]:
+        r = httpx.post(url, json=body, headers=H)
+        assert r.status_code == status, (body, r.text)
+        assert message in r.json()["detail"], (body, r.text)
+
+
 def test_invalid_json_names_the_problem(server):
     r = httpx.post(server.url + "/v1/predict", content=b'{"inputs": ["a",', headers={**H, "content-type":
                                                                                          "application/json"})

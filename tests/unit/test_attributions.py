@@ -83,3 +83,36 @@ def test_explain_refuses_token_tasks():
                            model=None, tokenizer=None, backend="torch", device="cpu")
     with pytest.raises(ConfigError, match="explain: for single-label text classification"):
         explain(fake, ["x"])
+
+
+def test_predict_explain_adds_attributions_to_each_line(trained, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a great film\n\nan awful plot\n")
+    res = CliRunner().invoke(app, ["predict", str(trained), "-i", str(src), "--explain", "ig"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == 3 and "error" in lines[1] and "explanation" not in lines[1]
+    assert [w["word"] for w in lines[2]["explanation"]["words"]] == ["an", "awful", "plot"]
+    assert lines[0]["explanation"]["explained"] == lines[0]["label"]
+    res = CliRunner().invoke(app, ["predict", str(trained), "-i", str(src), "--explain", "lime"])
+    assert res.exit_code == 2 and "unknown method 'lime'" in res.output
+
+
+def test_finetune_report_explains_errors_and_runs_the_trust_suites(tiny_model, tmp_path):
+    data = write_csv(tmp_path / "r.csv", make_rows(240, seed=2))
+    cfg = tiny_config(tiny_model, data, tmp_path, train={"epochs": 2}, report={"explain": 2, "trust": True})
+    m = run(load_config(raw=cfg), progress=False)
+    run_dir = tmp_path / "tiny"
+    e = m["explanations"]
+    assert e["file"] == "explanations.html" and e["errors"] + e["correct"] <= 4 and e["correct"] >= 1
+    page = (run_dir / "explanations.html").read_text()
+    assert page.count("<p>") == e["errors"] + e["correct"] + 1 and "gold " in page
+    report = (run_dir / "report.md").read_text()
+    assert "## Explanations" in report and "## Trust checks" in report and "(trust/trust.md)" in report
+    assert (run_dir / "trust/trust.md").is_file() and (run_dir / "trust/reliability.png").is_file()
+    assert set(m["trust"]["bias_max_gap_points"]) == {"gender (first names)", "nationality", "religion"}
+    with pytest.raises(ConfigError, match="report -> explain: for single-label text_classification runs, not "
+                                          "token_classification"):
+        load_config(raw={"data": {"source": "x"}, "task": {"type": "token_classification"}, "report": {"explain": 3}})
+    with pytest.raises(ConfigError, match="output.keep: metrics does not keep"):
+        load_config(raw={"data": {"source": "x"}, "report": {"trust": True}, "output": {"keep": "metrics"}})

@@ -176,3 +176,28 @@ def to_html(explanations: list[dict[str, Any]], title: str = "attributions") -> 
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
             f"<body style='font-family:sans-serif;max-width:60em'><h2>{html.escape(title)}</h2>"
             + "\n".join(rows) + "</body></html>")
+
+
+def report_page(predictor: Any, texts: list[str], gold: list[int], probs: Any, n: int, path: Any,
+                steps: int = 32) -> dict[str, Any]:
+    """explanations.html of a run: the `n` most confident test errors and the `n` most confident correct
+    predictions, each explained for its predicted label; returns what the page holds."""
+    p = np.asarray(probs)
+    pred = p.argmax(1)
+    conf = p.max(1)
+    gold_a = np.asarray(gold)
+    wrong = [int(i) for i in np.argsort(-conf) if pred[i] != gold_a[i]][:n]
+    right = [int(i) for i in np.argsort(-conf) if pred[i] == gold_a[i]][:n]
+    sections = []
+    for title, idx in (("Most confident errors", wrong), ("Most confident correct predictions", right)):
+        rows = explain(predictor, [texts[i] for i in idx], steps=steps) if idx else []
+        for r, i in zip(rows, idx):
+            r["gold"] = predictor.task.labels[int(gold_a[i])]
+        sections.append((title, rows))
+    body = "".join(to_html(rows, title).split("<body", 1)[1].split(">", 1)[1].rsplit("</body>", 1)[0]
+                   for title, rows in sections)
+    path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>explanations</title></head>"
+                    "<body style='font-family:sans-serif;max-width:60em'><p>Integrated gradients (" + str(steps) +
+                    " steps) of the predicted label on test texts; green words pushed toward it, red against it."
+                    "</p>" + body + "</body></html>", encoding="utf-8")
+    return {"file": path.name, "errors": len(wrong), "correct": len(right), "steps": steps}

@@ -195,6 +195,19 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
                   ["real (non-pad) tokens/s", f"{t['tokens_per_s']:.0f}"],
                   ["peak RSS (MB)", f"{t['peak_rss_mb']:.0f}"]]
     sections.append(("Training", _table(["", ""], train_rows), None))
+    if summary.get("explanations"):
+        e = summary["explanations"]
+        sections.append(("Explanations", None, f"Word attributions (integrated gradients, {e['steps']} steps) of the "
+                         f"{e['errors']} most confident test errors and the {e['correct']} most confident correct "
+                         f"predictions: [{e['file']}]({e['file']})."))
+    if summary.get("trust"):
+        t = summary["trust"]
+        rows = [[f"ECE, {k}", v] for k, v in t["ece"].items()]
+        rows += [[f"flip rate, {k}", v] for k, v in t["flip_rates"].items() if v is not None]
+        if t["attack_success_rate"] is not None:
+            rows.append(["word-substitution attack success rate", t["attack_success_rate"]])
+        rows += [[f"bias, {k}: largest gap (points)", v] for k, v in t["bias_max_gap_points"].items()]
+        sections.append(("Trust checks", _table(["", ""], rows), f"Details: [{t['file']}]({t['file']})."))
     if summary.get("methods"):
         rows = [[m["method"], ", ".join(f"{k}={_short(v)}" for k, v in m.items() if k != "method")]
                 for m in summary["methods"]]

@@ -206,7 +206,25 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         summary["replay_sample"] = write_sample(run_dir, originals, cfg.output.replay_sample, cfg.train.seed)
     if cfg.update.parent:
         summary["parent"] = str(cfg.update.parent)
+    if cfg.report.explain:  # the words behind the most confident errors and correct predictions
+        from types import SimpleNamespace
+
+        from transferkit.evaluation.attributions import report_page
+
+        shown = SimpleNamespace(task=task, model=model, tokenizer=tokenizer, device=acc.device, backend="torch")
+        summary["explanations"] = report_page(shown, splits.test.texts, list(task.gold(test)), test_preds,
+                                              cfg.report.explain, run_dir / "explanations.html")
     atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
+    if cfg.report.trust:
+        from transferkit.recipes.trust import evaluate_run
+
+        trust = evaluate_run(run_dir, ["calibration", "robustness", "bias"])
+        summary["trust"] = {"file": "trust/trust.md", "ece": trust["calibration"]["test"],
+                            "attack_success_rate": trust["robustness"].get("attack", {}).get("success_rate"),
+                            "flip_rates": {k: v.get("flip_rate") for k, v in trust["robustness"]["invariance"].items()},
+                            "bias_max_gap_points": {k: v["max_gap_points"] for k, v in trust["bias"]["probes"].items()}}
+        summary["trust"]["ece"] = {k: v["ece"] for k, v in summary["trust"]["ece"].items()}
+        atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
     from transferkit.deploy.card import model_card
 
     if cfg.output.keep != "metrics":

@@ -1,6 +1,7 @@
 """The FastAPI application of `transferkit serve`.
 
     POST /v1/predict        {"inputs": [...], "pairs": [...]?}  -> {"predictions": [...], "model_version": ...}
+    POST /v1/explain        {"inputs": [texts], "method": "ig"|"rollout", "target"?, "steps"?} -> word attributions
     GET  /v1/model          task, labels, version, backend, test metrics
     POST /v1/admin/reload   {"path": ...}? -> load, warm and swap in a model (admin scope); SIGHUP does the same
     GET  /healthz /readyz   liveness (open) and readiness (503 while starting or draining)
@@ -46,6 +47,17 @@ class PredictRequest(BaseModel):
         ..., min_length=1, description="Texts, or the task's records ({question, context}; {text, head, tail}; "
         "a dialogue's {turns: [...]} or {messages: [{role, content}, ...]}).")
     pairs: list[str] | None = Field(None, description="Second texts of text-pair classification, one per input.")
+
+
+class ExplainRequest(BaseModel):
+    inputs: list[str] = Field(..., min_length=1, description="Texts whose predictions are explained.")
+    method: str = Field("ig", description="ig (integrated gradients) or rollout (attention rollout).")
+    target: str | None = Field(None, description="The label to explain (default: the predicted one).")
+    steps: int = Field(32, ge=2, le=256, description="Integration points of integrated gradients.")
+
+
+#: explanations run a forward and backward pass per integration point: fewer texts per request than predict
+MAX_EXPLAIN_INPUTS = 16
 
 
 class ReloadRequest(BaseModel):
@@ -215,6 +227,34 @@ def create_app(settings: ServeSettings, loaded: models.Loaded | None = None, key
             metrics.rejected.labels(reason="timeout").inc()
             raise HTTPException(504, f"no answer within {settings.timeout_s:g}s (the service is overloaded)") from None
         return {"predictions": preds, "model_version": version, "took_ms": round(1000 * (time.perf_counter() - t), 2)}
+
+    @app.post("/v1/explain")
+    async def explain(req: ExplainRequest, _: Any = Depends(principal("predict"))):
+        from transferkit.evaluation import attributions as at
+
+        if len(req.inputs) > MAX_EXPLAIN_INPUTS:
+            metrics.rejected.labels(reason="too_many_inputs").inc()
+            raise HTTPException(413, f"{len(req.inputs)} inputs to explain in one request; the limit is "
+                                     f"{MAX_EXPLAIN_INPUTS}: split the request")
+        for i, text in enumerate(req.inputs):
+            if len(text) > settings.max_chars:
+                metrics.rejected.labels(reason="too_long").inc()
+                raise HTTPException(413, f"inputs[{i}] has {len(text)} characters; the limit is {settings.max_chars}")
+            if not text.strip():
+                raise HTTPException(422, f"inputs[{i}] is empty: nothing to explain")
+        method = {"ig": "integrated_gradients", "rollout": "attention_rollout"}.get(req.method, req.method)
+        cur = holder.current
+        t = time.perf_counter()
+        try:  # a thread: the event loop keeps answering health checks and predictions meanwhile
+            rows = await asyncio.wait_for(asyncio.to_thread(at.explain, cur.predictor, list(req.inputs), method=method,
+                                                            target=req.target, steps=req.steps), settings.timeout_s)
+        except TransferkitError as e:
+            raise HTTPException(422, f"explain: {e}") from None
+        except asyncio.TimeoutError:
+            metrics.rejected.labels(reason="timeout").inc()
+            raise HTTPException(504, f"no explanation within {settings.timeout_s:g}s: fewer texts or steps") from None
+        return {"explanations": rows, "model_version": cur.version,
+                "took_ms": round(1000 * (time.perf_counter() - t), 2)}
 
     @app.get("/v1/model")
     async def model_info(_: Any = Depends(principal("predict"))):
