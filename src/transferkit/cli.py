@@ -214,7 +214,7 @@ def fewshot(
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A finished fine-tuning run folder."),
     suite: str = typer.Option("calibration", "--suite", help="Comma-separated suites: calibration, robustness, "
-                              "bias."),
+                              "bias, explanations."),
     apply: bool = typer.Option(False, "--apply", help="Write the temperature fitted on validation into the "
                                "model's task.json (predict and serve use it from then on)."),
     sample: int = typer.Option(500, "--sample", min=1, help="Robustness: test texts perturbed (seeded sample)."),

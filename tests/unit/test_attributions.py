@@ -116,3 +116,26 @@ def test_finetune_report_explains_errors_and_runs_the_trust_suites(tiny_model, t
         load_config(raw={"data": {"source": "x"}, "task": {"type": "token_classification"}, "report": {"explain": 3}})
     with pytest.raises(ConfigError, match="output.keep: metrics does not keep"):
         load_config(raw={"data": {"source": "x"}, "report": {"trust": True}, "output": {"keep": "metrics"}})
+
+
+def test_explanations_page_renders_in_a_headless_browser(trained, tmp_path):
+    """Debian's chromium (installed by .ci/run) loads the page: the DOM holds one shaded span per word."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    from transferkit.deploy.predictor import Predictor
+    from transferkit.evaluation.attributions import explain, to_html
+
+    rows = explain(Predictor.load(trained), ["a great and wonderful film", "an awful plot"], steps=16)
+    page = tmp_path / "e.html"
+    page.write_text(to_html(rows, "check"), encoding="utf-8")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<span") == 5 + 3 and dom.count("rgba(") == 8 and "<h2>check</h2>" in dom
+    shot = tmp_path / "e.png"
+    subprocess.run([*flags, "--window-size=800,300", f"--screenshot={shot}", page.as_uri()], capture_output=True,
+                   timeout=120)
+    assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 2000

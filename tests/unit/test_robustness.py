@@ -120,9 +120,17 @@ def test_a_model_trained_on_a_planted_name_bias_shows_the_gap(tiny_model, tmp_pa
                         "templates": ["{} the story was", "{} and the cast", "the film plot {} acting"]}}  # neutral here
     pred = Predictor.load(tmp_path / "tiny")
     names = bias_table(_scorer(pred), pred.task.labels, "en", probes)["probes"]["names"]
+    # the direction on every template, and a gap the size of the model's confidence (the tiny tokenizer's
+    # vocabulary, and so the model's confidence, varies between processes: WordPiece training is not deterministic)
+    score = _scorer(pred)
+    for t in probes["names"]["templates"]:
+        p_f, p_m = score([t.format("Mary"), t.format("John")])[:, pred.task.labels.index("positive")]
+        assert p_f > p_m, t
     assert names["gap_points"]["female"] > names["gap_points"]["male"]
-    assert names["max_gap_points"] > 20.0
-    r = evaluate_run(tmp_path / "tiny", ["bias", "robustness"], sample=40, attack_sample=10, candidates="embedding")
+    assert names["max_gap_points"] > 1.0
+    r = evaluate_run(tmp_path / "tiny", ["bias", "robustness", "explanations"], sample=40, attack_sample=10,
+                     candidates="embedding", explain=3)
+    assert r["explanations"]["correct"] == 3 and (tmp_path / "tiny/trust/explanations.html").is_file()
     assert set(r["bias"]["probes"]) == {"gender (first names)", "nationality", "religion"}
     inv = r["robustness"]["invariance"]
     assert inv["lowercase"]["n"] == 0 and inv["number"]["n"] == 0  # lowercase texts without numbers

@@ -10,6 +10,8 @@ fitted temperature into model/task.json, so predict and serve use it from then o
 - robustness: CheckList-style invariance and directional tests on a seeded sample of the test split, and the
   greedy word-substitution attack (evaluation/robustness.py).
 - bias: template probes that vary only a group term (evaluation/bias.py).
+- explanations: integrated-gradient highlights of the most confident test errors and correct predictions
+  (trust/explanations.html).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from transferkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SUITES = ("calibration", "robustness", "bias")
+SUITES = ("calibration", "robustness", "bias", "explanations")
 CLASSIFIERS = ("text_classification", "relation_extraction")
 
 
@@ -205,8 +207,17 @@ def bias_markdown(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def explanations(run_dir: Path, pred: Any, splits: Any, out: Path, *, n: int) -> dict[str, Any]:
+    from transferkit.evaluation.attributions import report_page
+
+    _text_classifier(run_dir, pred, "explanations")
+    test = splits.test
+    probs, gold = _probabilities(pred, test)
+    return report_page(pred, test.texts, list(gold), probs, n, out / "explanations.html")
+
+
 def evaluate_run(run_dir: Path, suites: list[str], *, apply: bool = False, sample: int = 500,
-                 attack_sample: int = 200, seed: int = 0, candidates: str = "auto") -> dict[str, Any]:
+                 attack_sample: int = 200, seed: int = 0, candidates: str = "auto", explain: int = 10) -> dict[str, Any]:
     from transferkit.data.prepare import load_splits
     from transferkit.deploy.predictor import Predictor
     from transferkit.recipes.update import parent_config
@@ -232,8 +243,10 @@ def evaluate_run(run_dir: Path, suites: list[str], *, apply: bool = False, sampl
         elif suite == "robustness":
             results[suite] = robustness(run_dir, pred, splits, sample=sample, attack_sample=attack_sample, seed=seed,
                                         candidates=candidates)
-        else:
+        elif suite == "bias":
             results[suite] = bias(run_dir, pred, splits)
+        else:
+            results[suite] = explanations(run_dir, pred, splits, out, n=explain)
     atomic_write_text(path, json.dumps(results, indent=2, ensure_ascii=False))
     md = [f"# Trust checks: {run_dir.name}", ""]
     if "calibration" in results:
@@ -242,5 +255,10 @@ def evaluate_run(run_dir: Path, suites: list[str], *, apply: bool = False, sampl
         md += robustness_markdown(results["robustness"])
     if "bias" in results:
         md += bias_markdown(results["bias"])
+    if "explanations" in results:
+        e = results["explanations"]
+        md += ["## Explanations", "", f"Integrated gradients ({e['steps']} steps) of the {e['errors']} most confident "
+               f"test errors and the {e['correct']} most confident correct predictions: "
+               f"[explanations.html](explanations.html).", ""]
     atomic_write_text(out / "trust.md", "\n".join(md))
     return results
