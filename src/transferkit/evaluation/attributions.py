@@ -77,7 +77,11 @@ def explain(predictor: Any, texts: list[str], *, method: str = "integrated_gradi
     ids = batch["input_ids"]
     special = set(tok.all_special_tokens) - {tok.unk_token}  # an unknown word is still a word of the text
     if method == "integrated_gradients":
-        values, extra = _integrated_gradients(task, model, tok, batch, targets, steps, internal_batch_size)
+        try:
+            values, extra = _integrated_gradients(task, model, tok, batch, targets, steps, internal_batch_size)
+        except RuntimeError as e:  # e.g. an int8-quantized model: its Linear layers have no gradient
+            raise ConfigError([f"explain: integrated gradients need a differentiable model, and this one is not "
+                               f"({str(e).splitlines()[0][:160]}); load it without --int8, or use --method rollout"]) from None
     else:
         values, extra = _rollout(task, model, batch), [{} for _ in texts]
     out = []
