@@ -542,6 +542,10 @@ def predict(
             _check_output(output, input, run)
         from transferkit.deploy.predictor import Predictor
 
+        if explain_with and explain_with not in ("ig", "rollout"):  # before anything is loaded or predicted
+            from transferkit.errors import ConfigError
+
+            raise ConfigError([f"predict --explain: unknown method '{explain_with}'; choose ig or rollout"])
         predictor = Predictor.load(_model_ref(run), int8=int8)
         structured = hasattr(predictor.task, "examples_for_prediction")
         inputs = _read_inputs(input, text_column, structured)
@@ -574,16 +578,13 @@ def predict(
 
 
 def _explanations(predictor: Any, texts: list[Any], method: str, batch_size: int) -> list[dict[str, Any]]:
-    from transferkit.errors import ConfigError
     from transferkit.evaluation import attributions as at
 
-    name = {"ig": "integrated_gradients", "rollout": "attention_rollout"}.get(method, method)
-    if name not in at.METHODS:
-        raise ConfigError([f"predict --explain: unknown method '{method}'; choose ig or rollout"])
+    name = {"ig": "integrated_gradients", "rollout": "attention_rollout"}[method]
     rows: list[dict[str, Any]] = []
     step = min(batch_size, 16)
-    for i in range(0, len(texts), step):
-        for r in at.explain(predictor, [str(t) for t in texts[i:i + step]], method=name, steps=32):
+    for i in range(0, len(texts), step):  # the inputs as predict read them (texts, or relation records)
+        for r in at.explain(predictor, list(texts[i:i + step]), method=name, steps=32):
             rows.append({k: r[k] for k in ("method", "explained", "words", "logit_difference", "delta") if k in r})
     return rows
 

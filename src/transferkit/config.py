@@ -492,8 +492,11 @@ class RunConfig(Section):
             if getattr(self.report, key) and (kind != "text_classification" or multilabel):
                 problems.append(f"report -> {key}: for single-label text_classification runs, not "
                                 f"{'multilabel ' if multilabel else ''}{kind}; remove it")
-        if (self.report.explain or self.report.trust) and self.output.keep == "metrics":
-            problems.append("report: explain / trust need the model folder, which output.keep: metrics does not keep")
+        if self.report.trust and self.output.keep == "metrics":
+            problems.append("report -> trust: the suites load the model folder, which output.keep: metrics does not "
+                            "keep; use output.keep: model or all")
+        if self.report.explain and self.data.text_pair_column is not None:
+            problems.append("report -> explain: explains single texts; this run classifies text pairs")
         problems += _metric_problems(self.early_stopping, validation_metrics(kind, multilabel=multilabel))
         L = self.model.max_length
         if kind == "token_classification" and self.task.ner.stride is not None and self.task.ner.stride >= L - 2:

@@ -54,6 +54,29 @@ def test_attention_rollout_is_a_distribution_over_the_input(trained):
     assert rel.shape == tuple(batch["input_ids"].shape)
     assert np.all(rel >= 0)
     assert rel.sum(1) == pytest.approx([1.0, 1.0], abs=1e-5)
+    # a hand computation for one layer of uniform attention over 3 real tokens: (0.5 A + 0.5 I)[CLS] row
+    import torch
+
+    from transferkit.evaluation import attributions as at
+
+    class OneLayer:  # an encoder whose one layer attends uniformly to the 3 real tokens
+        base_model_prefix = "enc"
+
+        def __init__(self):
+            self.enc = self
+            self.config = type("C", (), {"_attn_implementation": "eager"})()
+
+        def set_attn_implementation(self, name):
+            self.config._attn_implementation = name
+
+        def __call__(self, input_ids, attention_mask=None, output_attentions=False, **kw):
+            att = torch.full((1, 2, 4, 4), 1 / 3)
+            att[..., 3] = 0.0  # the 4th position is padding
+            return type("O", (), {"attentions": (att,)})()
+
+    b = {"input_ids": torch.zeros((1, 4), dtype=torch.long), "attention_mask": torch.tensor([[1, 1, 1, 0]])}
+    got = at._rollout(type("T", (), {"pooling": "cls"})(), OneLayer(), b)
+    assert got[0] == pytest.approx([0.5 + 0.5 / 3, 0.5 / 3, 0.5 / 3, 0.0], abs=1e-6)
     assert rel[0, int(batch["attention_mask"][0].sum()):].sum() == 0.0  # nothing on padding
 
 

@@ -66,8 +66,10 @@ def test_temperature_is_saved_applied_by_predict_and_reported(tiny_model, sentim
     assert pred.task.temperature == pytest.approx(t)
     texts = ["a great film", "a dull film"]
     probs = pred.predict_scores(texts)
-    raw = rescale(probs, 1.0 / t)  # what the model gives at temperature 1
-    assert not np.allclose(probs, raw, atol=1e-4)
+    pred.task.temperature = 1.0  # the same model without its temperature
+    raw = pred.predict_scores(texts)
+    assert not np.allclose(probs, raw, atol=1e-4)  # predict applied the saved temperature...
+    assert rescale(raw, t) == pytest.approx(probs, abs=1e-6)  # ... and it is exactly softmax(logits / T)
     assert np.array_equal(probs.argmax(1), raw.argmax(1))
 
 

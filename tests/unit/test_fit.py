@@ -60,9 +60,21 @@ def test_early_stopping_stops_and_restores_best(tiny_model, sentiment_csv, tmp_p
     assert torch.equal(best["classifier.weight"], pred.model.classifier.weight)
 
 
-def test_metrics_only_runs_write_no_checkpoints_and_keep_the_same_best_step(tiny_model, sentiment_csv, tmp_path):
+def test_metrics_only_runs_write_no_checkpoints_and_keep_the_same_best_step(tiny_model, sentiment_csv, tmp_path,
+                                                                            monkeypatch):
     # output.keep: metrics keeps the best weights in memory instead of on disk: the same best step and the
-    # same test metrics as a run with checkpoints, and no checkpoints/ folder ever written
+    # same test metrics as a run with checkpoints, and no checkpoint is ever saved during training
+    from transferkit.training import checkpoint as ckpt
+
+    saved: dict[str, list[str]] = {}
+    real = ckpt.atomic_save
+    keep = "all"
+
+    def counting(obj, path):
+        saved.setdefault(keep, []).append(path.name)
+        return real(obj, path)
+
+    monkeypatch.setattr(ckpt, "atomic_save", counting)
     results = {}
     for keep in ("all", "metrics"):
         raw = tiny_config(tiny_model, sentiment_csv, tmp_path / keep, train={"epochs": 10, "eval_every": 3},
@@ -70,6 +82,7 @@ def test_metrics_only_runs_write_no_checkpoints_and_keep_the_same_best_step(tiny
                           output={"dir": str(tmp_path / keep / "{name}"), "keep": keep})
         results[keep] = run(load_config(raw=raw), progress=False)
     assert not (tmp_path / "metrics/tiny/checkpoints").exists()
+    assert "metrics" not in saved and {"last.pt", "best_model.pt"} <= set(saved["all"])
     assert results["metrics"]["train"]["best_step"] == results["all"]["train"]["best_step"] == 3
     assert results["metrics"]["test"]["loss"] == pytest.approx(results["all"]["test"]["loss"], abs=1e-6)
 

@@ -65,6 +65,12 @@ def explain(predictor: Any, texts: list[str], *, method: str = "integrated_gradi
             or getattr(task, "multilabel", False) or task.name not in ("text_classification", "relation_extraction"):
         raise ConfigError([f"explain: for single-label text classification and relation runs with a torch model "
                            f"(this one: {task.name}, backend {predictor.backend})"])
+    if method == "attention_rollout" and getattr(task, "pooling", "cls") not in ("cls", "mean"):
+        raise ConfigError([f"explain --method rollout: reads the [CLS] row, the mask row of a prompt head or the mean "
+                           f"of the rows; this model pools '{task.pooling}' (relation markers): use ig"])
+    if method == "integrated_gradients" and any("quantized" in type(m).__module__ for m in model.modules()):
+        raise ConfigError(["explain: integrated gradients need a differentiable model and this one is int8-quantized; "
+                           "load it without --int8, or use --method rollout"])
     if target is not None and target not in task.labels:
         raise ConfigError([f"explain: --target '{target}' is not a label of this model ({', '.join(task.labels)})"])
     model.eval()
@@ -72,16 +78,12 @@ def explain(predictor: Any, texts: list[str], *, method: str = "integrated_gradi
     with torch.no_grad():
         logits = task.forward(model, batch).float()
         probs = task.scores(logits).cpu().numpy()
-    predicted = task.decide(probs)
+    predicted = task.decide(probs)  # the label the model gives (a tuned threshold included)
     targets = [task.labels.index(target) if target else int(p) for p in predicted]
     ids = batch["input_ids"]
     special = set(tok.all_special_tokens) - {tok.unk_token}  # an unknown word is still a word of the text
     if method == "integrated_gradients":
-        try:
-            values, extra = _integrated_gradients(task, model, tok, batch, targets, steps, internal_batch_size)
-        except RuntimeError as e:  # e.g. an int8-quantized model: its Linear layers have no gradient
-            raise ConfigError([f"explain: integrated gradients need a differentiable model, and this one is not "
-                               f"({str(e).splitlines()[0][:160]}); load it without --int8, or use --method rollout"]) from None
+        values, extra = _integrated_gradients(task, model, tok, batch, targets, steps, internal_batch_size)
     else:
         values, extra = _rollout(task, model, batch), [{} for _ in texts]
     out = []
@@ -106,7 +108,8 @@ def _integrated_gradients(task: Any, model: Any, tok: Any, batch: dict[str, torc
         b = {"input_ids": input_ids, **dict(zip(names, others))}
         return task.forward(model, b).float()
 
-    keep = torch.tensor(sorted(set(tok.all_special_ids) - {tok.pad_token_id}), device=ids.device)
+    # [CLS], [SEP], [MASK] stay in the baseline; [UNK] is a word of the text and gets its attribution
+    keep = torch.tensor(sorted(set(tok.all_special_ids) - {tok.pad_token_id, tok.unk_token_id}), device=ids.device)
     baseline = torch.where(torch.isin(ids, keep), ids, torch.full_like(ids, tok.pad_token_id or 0))
     lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
     others = tuple(rest[k] for k in names)
@@ -136,21 +139,22 @@ def _rollout(task: Any, model: Any, batch: dict[str, torch.Tensor]) -> np.ndarra
             outputs = encoder(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")},
                               output_attentions=True)
     finally:
-        if previous is not None:
-            try:
-                encoder.set_attn_implementation(previous)
-            except (AttributeError, ValueError):
-                pass
+        try:
+            encoder.set_attn_implementation(previous or "sdpa")
+        except (AttributeError, ValueError):
+            pass
     att = torch.stack([a.float().mean(dim=1) for a in outputs.attentions])  # layers, batch, L, L
-    mask = batch.get("attention_mask", torch.ones(att.shape[1:3], dtype=torch.long)).float()
-    eye = torch.eye(att.shape[-1]).expand_as(att[0])
+    mask = batch.get("attention_mask", torch.ones(att.shape[1:3], dtype=torch.long, device=att.device)).float()
+    eye = torch.eye(att.shape[-1], device=att.device).expand_as(att[0])
     result = eye.clone()
     for a in att:
         a = 0.5 * a + 0.5 * eye
         a = a * mask[:, None, :]
         a = a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         result = a @ result
-    if getattr(task, "pooling", "cls") == "mean":
+    if "mask_pos" in batch:  # a prompt head reads the mask position
+        rel = result[torch.arange(result.shape[0], device=result.device), batch["mask_pos"]]
+    elif getattr(task, "pooling", "cls") == "mean":
         rel = (result * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True)
     else:
         rel = result[:, 0]
@@ -187,8 +191,8 @@ def report_page(predictor: Any, texts: list[str], gold: list[int], probs: Any, n
     """explanations.html of a run: the `n` most confident test errors and the `n` most confident correct
     predictions, each explained for its predicted label; returns what the page holds."""
     p = np.asarray(probs)
-    pred = p.argmax(1)
-    conf = p.max(1)
+    pred = predictor.task.decide(p)
+    conf = p[np.arange(len(p)), pred]
     gold_a = np.asarray(gold)
     wrong = [int(i) for i in np.argsort(-conf) if pred[i] != gold_a[i]][:n]
     right = [int(i) for i in np.argsort(-conf) if pred[i] == gold_a[i]][:n]

@@ -2,7 +2,8 @@
 nationality, a religion); a model without a learned association gives every group the same score. Reported per
 probe and group: the mean probability of each label over the templates, and the gap of each group to the mean
 of all groups (in points), with the largest gap of the probe. English and Chinese templates; the language is the
-one of the model's training texts.
+one of the model's training texts. The templates take the group term without an article, so no group gets an
+ungrammatical "a atheist".
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ PROBES: dict[str, dict[str, Any]] = {
         "nationality": {
             "groups": {g: [g] for g in ["American", "British", "Chinese", "Indian", "Mexican", "Nigerian", "Russian",
                                         "French", "Iranian", "Japanese"]},
-            "templates": ["The director is {}.", "It is a {} film.", "The cast is mostly {}.",
-                          "A {} family is at the centre of the story.", "The writer is {}."]},
+            "templates": ["The director is {}.", "The film is {}.", "The cast is mostly {}.",
+                          "The family at the centre of the story is {}.", "The writer is {}."]},
         "religion": {
             "groups": {g: [g] for g in ["Christian", "Muslim", "Jewish", "Hindu", "Buddhist", "atheist"]},
-            "templates": ["The main character is {}.", "It follows a {} family.", "The director is {}.",
-                          "The story is told by a {} woman.", "A {} man narrates the film."]},
+            "templates": ["The main character is {}.", "The family in the story is {}.", "The director is {}.",
+                          "The woman who tells the story is {}.", "The narrator of the film is {}."]},
     },
     "zh": {
         "性别（名字）": {

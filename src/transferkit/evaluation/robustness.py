@@ -186,8 +186,8 @@ DIRECTIONAL: dict[str, Callable[[str, random.Random], str | None]] = {
 
 def sentiment_labels(labels: list[str]) -> tuple[int, int] | None:
     """(positive index, negative index) when the label names say which is which, else None."""
-    pos = {"positive", "pos", "fresh", "good", "正面", "好评", "1"}
-    neg = {"negative", "neg", "rotten", "bad", "负面", "差评", "0"}
+    pos = {"positive", "pos", "fresh", "good", "正面", "好评"}
+    neg = {"negative", "neg", "rotten", "bad", "负面", "差评"}
     p = [i for i, y in enumerate(labels) if str(y).lower() in pos]
     n = [i for i, y in enumerate(labels) if str(y).lower() in neg]
     return (p[0], n[0]) if len(p) == 1 and len(n) == 1 else None
@@ -204,11 +204,17 @@ def perturb(texts: list[str], fn: Callable[[str, random.Random], str | None], se
     return out
 
 
+def _argmax(p: np.ndarray) -> np.ndarray:
+    return np.asarray(p).argmax(1)
+
+
 def checklist(score: Callable[[list[str]], np.ndarray], texts: list[str], gold: np.ndarray, labels: list[str], *,
-              seed: int = 0, tolerance: float = 0.1, examples: int = 3) -> dict[str, Any]:
-    """The INV and DIR tables on `texts` with gold label indices `gold`; `score` maps texts to probabilities."""
+              seed: int = 0, tolerance: float = 0.1, examples: int = 3,
+              decide: Callable[[np.ndarray], np.ndarray] = _argmax) -> dict[str, Any]:
+    """The INV and DIR tables on `texts` with gold label indices `gold`; `score` maps texts to probabilities,
+    `decide` probabilities to label indices (the task's rule: argmax, or a tuned threshold)."""
     base = score(texts)
-    pred = base.argmax(1)
+    pred = decide(base)
     inv: dict[str, Any] = {}
     for key, fn in INVARIANCE.items():
         pairs = perturb(texts, fn, seed, key)
@@ -217,7 +223,7 @@ def checklist(score: Callable[[list[str]], np.ndarray], texts: list[str], gold: 
             continue
         idx = np.array([i for i, _ in pairs])
         after = score([p for _, p in pairs])
-        new = after.argmax(1)
+        new = decide(after)
         flips = new != pred[idx]
         inv[key] = {"n": len(pairs), "accuracy_before": float((pred[idx] == gold[idx]).mean()),
                     "accuracy_after": float((new == gold[idx]).mean()), "flip_rate": float(flips.mean()),
@@ -286,14 +292,15 @@ def embedding_neighbours(predictor: Any, k: int = 8) -> Callable[[str], list[str
 
 
 def attack(score: Callable[[list[str]], np.ndarray], texts: list[str], gold: np.ndarray, *,
-           candidates: Callable[[str], list[str]], max_fraction: float = 0.2, max_candidates: int = 8
-           ) -> dict[str, Any]:
-    """Greedy word substitution against `score` on the texts it classifies correctly."""
+           candidates: Callable[[str], list[str]], max_fraction: float = 0.2, max_candidates: int = 8,
+           decide: Callable[[np.ndarray], np.ndarray] = _argmax) -> dict[str, Any]:
+    """Greedy word substitution against `score` on the texts it classifies correctly (`decide`: as checklist)."""
     base = score(texts)
+    base_pred = decide(base)
     rows: list[dict[str, Any]] = []
     for i, text in enumerate(texts):
         y = int(gold[i])
-        if int(base[i].argmax()) != y:
+        if int(base_pred[i]) != y:
             continue
         words, joiner = words_of(text)
         if not words:
@@ -323,7 +330,7 @@ def attack(score: Callable[[list[str]], np.ndarray], texts: list[str], gold: np.
                 current[j] = subs[best]
                 p_cur = float(probs[best, y])
                 changed += 1
-                if int(probs[best].argmax()) != y:
+                if int(decide(probs[best:best + 1])[0]) != y:
                     flipped = True
                     break
         rows.append({"index": i, "success": flipped, "queries": queries, "changed": changed, "words": len(words),

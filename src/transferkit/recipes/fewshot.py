@@ -78,6 +78,12 @@ def split_fewshot(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], Few
         raise ConfigError([f"fewshot -> methods: unknown method(s) {bad}; choose among {list(ALL)}"], source=source)
     if any(n < 1 for b in fs.budgets.values() for n in b.values()):
         raise ConfigError(["fewshot -> budgets: every budget is at least 1 optimizer step"], source=source)
+    if any(k < 1 for b in fs.budgets.values() for k in b):
+        raise ConfigError(["fewshot -> budgets: every k is at least 1 example per class"], source=source)
+    untrained = [m for m in fs.budgets if m not in METHODS]
+    if untrained:
+        raise ConfigError([f"fewshot -> budgets: {untrained} train nothing (zero-shot): no budget to give"],
+                          source=source)
     if any(k < 1 for k in fs.shots) or not fs.shots or not fs.seeds:
         raise ConfigError(["fewshot -> shots / seeds: give at least one k >= 1 and one seed"], source=source)
     return raw, fs

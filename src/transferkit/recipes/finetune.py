@@ -166,6 +166,9 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         tuned = getattr(task, "threshold", None)  # the fine-tuned model's decision rule: the scratch model
         if tuned is not None:  # trains with argmax and gets its own
             task.threshold = None
+        temperature = getattr(task, "temperature", None)  # likewise its calibration
+        if temperature is not None:
+            task.temperature = 1.0
         fit(task, scratch_model, train, val, cfg.train, cfg.early_stopping, run_dir / "scratch",
             accelerator=acc, resume=resume, progress=progress, label="training from scratch",
             methods=scratch_methods, tensorboard=cfg.tracking.tensorboard, checkpoints=cfg.output.keep != "metrics")
@@ -173,6 +176,8 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
         transfer["scratch"] = evaluate(task, scratch_model, test, device=acc.device, accelerator=acc)[0]
         if tuned is not None:
             task.threshold = tuned
+        if temperature is not None:
+            task.temperature = temperature
 
     if not main:
         return {}

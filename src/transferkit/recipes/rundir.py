@@ -45,7 +45,7 @@ LEGACY_ENTRIES = {CONFIG, "metrics.json", "metrics.jsonl", "tensorboard", "repor
 SAFE_ON_RESUME = {"name", "output.dir", "train.checkpoint_every"}
 #: what transferkit itself writes into a run folder (anything else is the user's, and --overwrite refuses)
 RUN_ENTRIES = LEGACY_ENTRIES | {MARKER, RESUMES, "adapter", "replay.jsonl", "registry.json", "tracking.json",
-                                 "update.json"}
+                                 "update.json", "reliability.png", "explanations.html", "trust"}
 
 
 class RunFolderError(TransferkitError):

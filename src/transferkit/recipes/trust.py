@@ -66,7 +66,7 @@ def calibration(run_dir: Path, pred: Any, splits: Any, out: Path, *, apply: bool
     for name, p in rows.items():
         rel = reliability(p, test_y)
         table[name] = {"ece": rel["ece"], "mce": rel["mce"], "nll": nll(p, test_y),
-                       "accuracy": float((p.argmax(1) == np.asarray(test_y)).mean()), "reliability": rel}
+                       "accuracy": float((task.decide(p) == np.asarray(test_y)).mean()), "reliability": rel}
     plot_reliability({k: v["reliability"] for k, v in table.items()}, out / "reliability.png",
                      title=f"{run_dir.name}: test reliability")
     result = {"saved_temperature": current, "fitted_temperature": fitted,
@@ -74,6 +74,10 @@ def calibration(run_dir: Path, pred: Any, splits: Any, out: Path, *, apply: bool
                              "ece_before": reliability(val_p, val_y)["ece"],
                              "ece_after": reliability(rescale(val_p, factor), val_y)["ece"], "size": len(val_y)},
               "test": table, "test_size": len(test_y), "applied": False}
+    if apply and getattr(task, "threshold", None) is not None:
+        raise ConfigError([f"evaluate --apply: {run_dir}'s model has a decision threshold tuned on its current "
+                           f"probabilities ({task.threshold:.4f}); a new temperature would change its decisions. Train "
+                           "with methods.temperature_scaling (it runs before threshold_tuning) instead"])
     if apply:
         from transferkit.deploy.predictor import model_dir_of
         from transferkit.training.checkpoint import atomic_write_text
@@ -137,7 +141,7 @@ def robustness(run_dir: Path, pred: Any, splits: Any, *, sample: int, attack_sam
     _text_classifier(run_dir, pred, "robustness")
     texts, gold = _sample(splits, pred, sample, seed)
     score = _scorer(pred)
-    result = rb.checklist(score, texts, gold, list(pred.task.labels), seed=seed)
+    result = rb.checklist(score, texts, gold, list(pred.task.labels), seed=seed, decide=pred.task.decide)
     chinese = sum(map(is_chinese, texts)) > len(texts) / 2
     if candidates == "auto":
         candidates = "synonyms" if chinese or not syn.missing_wordnet() else "embedding"
@@ -152,9 +156,12 @@ def robustness(run_dir: Path, pred: Any, splits: Any, *, sample: int, attack_sam
             lookup = syn.wordnet()
     else:
         lookup = rb.embedding_neighbours(pred)
-    if attack_sample:
-        result["attack"] = {"candidates": candidates, **rb.attack(score, texts[:attack_sample], gold[:attack_sample],
-                                                                   candidates=lookup)}
+    if attack_sample:  # a seeded subset of the sample (the sample itself is in split order)
+        import random
+
+        chosen = sorted(random.Random(f"attack:{seed}").sample(range(len(texts)), min(attack_sample, len(texts))))
+        result["attack"] = {"candidates": candidates, **rb.attack(
+            score, [texts[i] for i in chosen], gold[chosen], candidates=lookup, decide=pred.task.decide)}
     result["seed"] = seed
     return result
 
@@ -164,6 +171,8 @@ def bias(run_dir: Path, pred: Any, splits: Any) -> dict[str, Any]:
     from transferkit.methods.augment_common import is_chinese
 
     _text_classifier(run_dir, pred, "bias")
+    if splits.test.text_pairs is not None:
+        raise ConfigError(["evaluate --suite bias: the probes are single sentences; this run classifies text pairs"])
     texts = splits.test.texts[:200] or splits.train.texts[:200]
     lang = "zh" if sum(map(is_chinese, texts)) > len(texts) / 2 else "en"
     return bias_table(_scorer(pred), list(pred.task.labels), lang)
@@ -228,7 +237,7 @@ def evaluate_run(run_dir: Path, suites: list[str], *, apply: bool = False, sampl
         raise ConfigError([f"evaluate --suite: unknown suite(s) {bad}; choose among {', '.join(SUITES)}"
                            if bad else f"evaluate --suite: name at least one of {', '.join(SUITES)}"])
     run_dir = Path(run_dir)
-    cfg = parent_config(run_dir)  # a finished fine-tuning run, or an error saying what is missing
+    cfg = parent_config(run_dir, "evaluate")  # a finished fine-tuning run, or an error saying what is missing
     pred = Predictor.load(run_dir)
     splits = load_splits(cfg.data, getattr(pred.task, "read", None))
     out = run_dir / "trust"

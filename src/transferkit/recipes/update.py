@@ -27,12 +27,12 @@ log = logging.getLogger(__name__)
 _SOURCE_FIELDS = ("source", "train", "validation", "test", "limit", "train_limit", "train_sample_seed")
 
 
-def parent_config(parent: Path) -> RunConfig:
+def parent_config(parent: Path, command: str = "update") -> RunConfig:
     """The resolved config of a finished fine-tuning run, or an error that says what is missing."""
     parent = Path(parent)
     missing = [f for f in (CONFIG, "metrics.json", "model/config.json") if not (parent / f).is_file()]
     if missing:
-        raise ConfigError([f"update: {parent} is not a finished fine-tuning run (missing {', '.join(missing)}). "
+        raise ConfigError([f"{command}: {parent} is not a finished fine-tuning run (missing {', '.join(missing)}). "
                            "Give the folder of a run that `transferkit finetune` completed, e.g. runs/sentiment."])
     return _validate(read_yaml(parent / CONFIG), RunConfig, str(parent / CONFIG))
 

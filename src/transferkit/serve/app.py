@@ -103,6 +103,7 @@ def create_app(settings: ServeSettings, loaded: models.Loaded | None = None, key
                                "on a trusted network only. `transferkit keys new` makes a key.")
     holder = models.ModelHolder(loaded or models.load(settings.model, settings.int8), settings.int8)
     metrics = ServiceMetrics()
+    explaining = asyncio.Lock()
     batcher = Batcher(holder, metrics, max_queue=settings.max_queue, max_batch_tokens=settings.max_batch_tokens,
                       max_batch_inputs=settings.max_batch_inputs, max_wait_ms=settings.max_wait_ms,
                       batch_size=settings.batch_size)
@@ -243,16 +244,24 @@ def create_app(settings: ServeSettings, loaded: models.Loaded | None = None, key
             if not text.strip():
                 raise HTTPException(422, f"inputs[{i}] is empty: nothing to explain")
         method = {"ig": "integrated_gradients", "rollout": "attention_rollout"}.get(req.method, req.method)
+        if explaining.locked():  # one at a time: each holds the model thread for many forward and backward passes
+            metrics.rejected.labels(reason="busy").inc()
+            raise HTTPException(429, "an explanation is being computed; retry shortly", headers={"Retry-After": "1"})
         cur = holder.current
         t = time.perf_counter()
-        try:  # a thread: the event loop keeps answering health checks and predictions meanwhile
-            rows = await asyncio.wait_for(asyncio.to_thread(at.explain, cur.predictor, list(req.inputs), method=method,
-                                                            target=req.target, steps=req.steps), settings.timeout_s)
-        except TransferkitError as e:
-            raise HTTPException(422, f"explain: {e}") from None
-        except asyncio.TimeoutError:
-            metrics.rejected.labels(reason="timeout").inc()
-            raise HTTPException(504, f"no explanation within {settings.timeout_s:g}s: fewer texts or steps") from None
+        async with explaining:
+            try:  # on the model's own thread, between prediction batches (the event loop stays free)
+                rows = await asyncio.wait_for(batcher.on_model_thread(
+                    at.explain, cur.predictor, list(req.inputs), method=method, target=req.target, steps=req.steps),
+                    settings.timeout_s)
+            except TransferkitError as e:
+                raise HTTPException(422, f"explain: {e}") from None
+            except Draining:
+                raise HTTPException(503, "the service is shutting down; retry on another instance") from None
+            except asyncio.TimeoutError:
+                metrics.rejected.labels(reason="timeout").inc()
+                raise HTTPException(504, f"no explanation within {settings.timeout_s:g}s: fewer texts or "
+                                         "steps") from None
         return {"explanations": rows, "model_version": cur.version,
                 "took_ms": round(1000 * (time.perf_counter() - t), 2)}
 

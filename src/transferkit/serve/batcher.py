@@ -88,6 +88,16 @@ class Batcher:
                 pass
         self._pool.shutdown(wait=True)
 
+    async def on_model_thread(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        """Run `fn` on the one thread that runs the model, between prediction batches: work that hooks or
+        reconfigures the model (attributions) never overlaps a batch, and tokenizers are not shared across
+        threads."""
+        if self.draining:
+            raise Draining()
+        import functools
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kw))
+
     async def submit(self, items: list[Any], pairs: list[str] | None,
                      timeout: float) -> tuple[list[dict[str, Any]], str]:
         """The predictions for `items` and the version of the model that made them."""

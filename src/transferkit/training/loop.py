@@ -192,7 +192,7 @@ def fit(task: Task, model: nn.Module, train: Encoded, val: Encoded, cfg: TrainCo
             nonlocal best_in_memory
             weights = acc.unwrap_model(model).state_dict()
             if not checkpoints:  # every process keeps its copy: they load it back at the end
-                best_in_memory = {k: v.detach().clone() for k, v in weights.items()}
+                best_in_memory = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
             elif main:
                 ckpt.atomic_save(weights, ckpt_dir / BEST)
         acc.wait_for_everyone()
