@@ -282,6 +282,14 @@ def explain(
         print(json.dumps(rows, ensure_ascii=False, indent=1))
         return
     for r in rows:
+        if "entities" in r:  # NER: per entity
+            if not r["entities"]:
+                out.print(f"no entity in: {' '.join(r['words'])}")
+            for e in r["entities"]:
+                top = sorted(e["words"], key=lambda w: -abs(w["attribution"]))[:8]
+                out.print(f"[bold]{e['type']}: {e['text']}[/bold]: "
+                          + ", ".join(f"{w['word']} {w['attribution']:+.3f}" for w in top))
+            continue
         top = sorted(r["words"], key=lambda w: -abs(w["attribution"]))[:8]
         out.print(f"[bold]{r['explained']}[/bold] ({r['probability']:.3f}; predicted {r['label']}): "
                   + ", ".join(f"{w['word']} {w['attribution']:+.3f}" for w in top))

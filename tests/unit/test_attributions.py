@@ -162,3 +162,29 @@ def test_explanations_page_renders_in_a_headless_browser(trained, tmp_path):
     subprocess.run([*flags, "--window-size=800,300", f"--screenshot={shot}", page.as_uri()], capture_output=True,
                    timeout=120)
     assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 2000
+
+
+def test_ner_entities_are_explained_one_by_one_and_completely(tiny_model, tmp_path):
+    from conftest import ner_rows, write_jsonl
+    from transferkit.deploy.predictor import Predictor
+    from transferkit.evaluation.attributions import explain, to_html
+
+    data = write_jsonl(tmp_path / "ner.jsonl", ner_rows(200))
+    raw = tiny_config(tiny_model, data, tmp_path, name="ner", task={"type": "token_classification"},
+                      train={"optimizer": {"lr": 5e-3}, "epochs": 6, "batch_size": 16, "seed": 7})
+    run(load_config(raw=raw), progress=False)
+    pred = Predictor.load(tmp_path / "ner")
+    out = explain(pred, ["Maria joined Acme today", "today"], steps=32)
+    assert out[0]["words"] == ["Maria", "joined", "Acme", "today"]
+    found = {(e["type"], e["text"]) for e in out[0]["entities"]}
+    assert found == {(e["type"], e["text"]) for e in pred.predict(["Maria joined Acme today"])[0]["entities"]}
+    assert found, "the tiny NER model found no entity"
+    for e in out[0]["entities"]:
+        assert [w["word"] for w in e["words"]] == out[0]["words"]
+        total = sum(w["attribution"] for w in e["words"])
+        assert total == pytest.approx(e["logit_difference"], abs=0.03 * abs(e["logit_difference"]) + 1e-3)
+    assert "<b>" in to_html(out) and to_html(out).count("<p>") == len(out[0]["entities"]) + len(out[1]["entities"])
+    with pytest.raises(ConfigError, match="per entity by integrated gradients"):
+        explain(pred, ["Maria"], method="attention_rollout")
+    res = CliRunner().invoke(app, ["explain", str(tmp_path / "ner"), "Maria joined Acme today", "--steps", "8"])
+    assert res.exit_code == 0 and any(f"{t}: {x}" in res.output for t, x in found), res.output

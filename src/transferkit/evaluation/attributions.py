@@ -61,6 +61,10 @@ def explain(predictor: Any, texts: list[str], *, method: str = "integrated_gradi
     task, model, tok = predictor.task, predictor.model, predictor.tokenizer
     if method not in METHODS:
         raise ConfigError([f"explain: unknown method '{method}'; choose among {', '.join(METHODS)}"])
+    if task.name == "token_classification" and isinstance(model, torch.nn.Module):
+        if method != "integrated_gradients":
+            raise ConfigError(["explain: NER runs are explained per entity by integrated gradients (--method ig)"])
+        return explain_entities(predictor, texts, steps=steps, internal_batch_size=internal_batch_size)
     if not isinstance(model, torch.nn.Module) or getattr(task, "token_level", False) or not hasattr(task, "labels") \
             or getattr(task, "multilabel", False) or task.name not in ("text_classification", "relation_extraction"):
         raise ConfigError([f"explain: for single-label text classification and relation runs with a torch model "
@@ -164,8 +168,15 @@ def _rollout(task: Any, model: Any, batch: dict[str, torch.Tensor]) -> np.ndarra
 def to_html(explanations: list[dict[str, Any]], title: str = "attributions") -> str:
     """One line per text: words shaded by their attribution (green: toward the explained label, red: against
     it; rollout: blue by relevance), each line's scale its own largest magnitude."""
+    flat = []
+    for e in explanations:  # NER: one line per entity
+        if "entities" in e:
+            flat += [{"method": "integrated_gradients", "explained": f"{x['type']}: {x['text']}", "label": x["type"],
+                      "probability": float("nan"), "words": x["words"]} for x in e["entities"]]
+        else:
+            flat.append(e)
     rows = []
-    for e in explanations:
+    for e in flat:
         top = max((abs(w["attribution"]) for w in e["words"]), default=0.0) or 1.0
         spans = []
         for w in e["words"]:
@@ -177,7 +188,8 @@ def to_html(explanations: list[dict[str, Any]], title: str = "attributions") -> 
             spans.append(f'<span title="{w["attribution"]:+.4f}" style="background:{color};padding:1px 2px;'
                          f'border-radius:3px">{html.escape(w["word"])}</span>')
         head = (f'<b>{html.escape(e["explained"])}</b> ({e["probability"]:.3f}; predicted '
-                f'{html.escape(e["label"])})')
+                f'{html.escape(e["label"])})') if e["probability"] == e["probability"] else \
+            f'<b>{html.escape(e["explained"])}</b>'  
         if "gold" in e:
             head += f' · gold {html.escape(str(e["gold"]))}'
         rows.append(f"<p>{head}<br>{' '.join(spans)}</p>")
@@ -209,3 +221,70 @@ def report_page(predictor: Any, texts: list[str], gold: list[int], probs: Any, n
                     " steps) of the predicted label on test texts; green words pushed toward it, red against it."
                     "</p>" + body + "</body></html>", encoding="utf-8")
     return {"file": path.name, "errors": len(wrong), "correct": len(right), "steps": steps}
+
+
+def explain_entities(predictor: Any, texts: list[Any], *, steps: int = 50, internal_batch_size: int = 16
+                     ) -> list[dict[str, Any]]:
+    """NER: per text its predicted entities, each with the attribution of every word of the text to the
+    entity's score (the sum, over the entity's words, of the logit of the tag predicted at the word's first
+    piece), by integrated gradients against the all-[PAD] baseline. Texts longer than one window are refused."""
+    from captum.attr import LayerIntegratedGradients
+
+    from transferkit.errors import ConfigError
+
+    task, model, tok = predictor.task, predictor.model, predictor.tokenizer
+    model.eval()
+    ex = task.examples_for_prediction(list(texts))
+    enc = task.encode(tok, ex)
+    per_example = [[f for f in enc.features if f["example"] == i] for i in range(len(ex))]
+    long = [i for i, fs in enumerate(per_example) if len(fs) != 1]
+    if long:
+        raise ConfigError([f"explain: input {long[0] + 1} is longer than one window of model.max_length pieces; "
+                           "explain shorter texts (a sentence at a time)"])
+    preds = predictor.predict(list(texts))
+    keep = torch.tensor(sorted(set(tok.all_special_ids) - {tok.pad_token_id, tok.unk_token_id}))
+    out = []
+    for i, (feat,) in enumerate(per_example):
+        words = ex.inputs[i]["tokens"]
+        item = {"entities": [], "words": words}
+        ents = preds[i]["entities"]
+        if not ents:
+            out.append(item)
+            continue
+        wid = feat["word_ids"]
+        first = {}
+        for p, w in enumerate(wid):
+            if w is not None and w not in first:
+                first[w] = p
+        piece_tags = task._piece_labels(preds[i]["tags"], wid)  # the tag id each first piece was predicted as
+        ids = torch.tensor([feat["input_ids"]] * len(ents))
+        mask = torch.ones_like(ids)
+        select = torch.zeros((len(ents), ids.shape[1], len(task.labels)))
+        for j, e in enumerate(ents):
+            for w in range(e["word_start"], e["word_end"]):
+                select[j, first[w], piece_tags[first[w]]] = 1.0
+
+        def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+            logits = task.forward(model, {"input_ids": input_ids, "attention_mask": attention_mask}).float()
+            return (logits * sel).sum(dim=(1, 2))
+
+        dev = predictor.device
+        ids, mask, select = ids.to(dev), mask.to(dev), select.to(dev)
+        baseline = torch.where(torch.isin(ids, keep.to(dev)), ids, torch.full_like(ids, tok.pad_token_id or 0))
+        lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
+        attr, delta = lig.attribute(ids, baselines=baseline, additional_forward_args=(mask, select), n_steps=steps,
+                                    internal_batch_size=internal_batch_size, return_convergence_delta=True)
+        with torch.no_grad():
+            diff = forward(ids, mask, select) - forward(baseline, mask, select)
+        values = attr.sum(dim=-1).detach().cpu().numpy()
+        for j, e in enumerate(ents):
+            per_word = np.zeros(len(words))
+            for p, w in enumerate(wid):
+                if w is not None:
+                    per_word[w] += values[j, p]
+            item["entities"].append({**{k: e[k] for k in ("type", "word_start", "word_end") if k in e},
+                                     "text": e.get("text", " ".join(words[e["word_start"]:e["word_end"]])),
+                                     "words": [{"word": w, "attribution": float(a)} for w, a in zip(words, per_word)],
+                                     "logit_difference": float(diff[j]), "delta": float(delta[j]), "steps": steps})
+        out.append(item)
+    return out
