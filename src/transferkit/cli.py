@@ -290,6 +290,11 @@ def explain(
                 out.print(f"[bold]{e['type']}: {e['text']}[/bold]: "
                           + ", ".join(f"{w['word']} {w['attribution']:+.3f}" for w in top))
             continue
+        if "context_words" in r:  # QA: per answer
+            top = sorted(r["question_words"] + r["context_words"], key=lambda w: -abs(w["attribution"]))[:8]
+            out.print(f"[bold]answer: {r['answer'] or '(none)'}[/bold]: "
+                      + ", ".join(f"{w['word']} {w['attribution']:+.3f}" for w in top))
+            continue
         top = sorted(r["words"], key=lambda w: -abs(w["attribution"]))[:8]
         out.print(f"[bold]{r['explained']}[/bold] ({r['probability']:.3f}; predicted {r['label']}): "
                   + ", ".join(f"{w['word']} {w['attribution']:+.3f}" for w in top))

@@ -188,3 +188,28 @@ def test_ner_entities_are_explained_one_by_one_and_completely(tiny_model, tmp_pa
         explain(pred, ["Maria"], method="attention_rollout")
     res = CliRunner().invoke(app, ["explain", str(tmp_path / "ner"), "Maria joined Acme today", "--steps", "8"])
     assert res.exit_code == 0 and any(f"{t}: {x}" in res.output for t, x in found), res.output
+
+
+def test_qa_answers_are_explained_over_question_and_context(tiny_model, tmp_path):
+    from conftest import qa_rows, write_jsonl
+    from transferkit.deploy.predictor import Predictor
+    from transferkit.evaluation.attributions import explain, to_html
+
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(120))
+    raw = tiny_config(tiny_model, data, tmp_path, name="qa", model={"path": str(tiny_model), "max_length": 48},
+                      task={"type": "question_answering"},
+                      train={"optimizer": {"lr": 5e-3}, "epochs": 4, "batch_size": 8, "seed": 3})
+    run(load_config(raw=raw), progress=False)
+    pred = Predictor.load(tmp_path / "qa")
+    item = {"question": "Who founded Acme?", "context": "Maria founded Acme in the spring."}
+    (e,) = explain(pred, [item], steps=32)
+    assert e["answer"] == pred.predict([item])[0]["answer"] and e["start"] is not None
+    # words (pieces merged; "?" and "." are [UNK] to the tiny vocabulary), question and context apart
+    assert [w["word"] for w in e["question_words"]][:3] == ["who", "founded", "acme"]
+    assert len(e["question_words"]) == 4 and len(e["context_words"]) == 7
+    assert [w["word"] for w in e["context_words"]][:6] == ["maria", "founded", "acme", "in", "the", "spring"]
+    total = sum(w["attribution"] for w in e["question_words"] + e["context_words"])
+    assert total == pytest.approx(e["logit_difference"], abs=0.03 * abs(e["logit_difference"]) + 1e-3)
+    assert "answer: " in to_html([e])
+    with pytest.raises(ConfigError, match="per answer by integrated gradients"):
+        explain(pred, [item], method="attention_rollout")

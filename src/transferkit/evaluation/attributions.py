@@ -65,6 +65,10 @@ def explain(predictor: Any, texts: list[str], *, method: str = "integrated_gradi
         if method != "integrated_gradients":
             raise ConfigError(["explain: NER runs are explained per entity by integrated gradients (--method ig)"])
         return explain_entities(predictor, texts, steps=steps, internal_batch_size=internal_batch_size)
+    if task.name == "question_answering" and isinstance(model, torch.nn.Module):
+        if method != "integrated_gradients":
+            raise ConfigError(["explain: QA runs are explained per answer by integrated gradients (--method ig)"])
+        return explain_answers(predictor, texts, pairs=pairs, steps=steps, internal_batch_size=internal_batch_size)
     if not isinstance(model, torch.nn.Module) or getattr(task, "token_level", False) or not hasattr(task, "labels") \
             or getattr(task, "multilabel", False) or task.name not in ("text_classification", "relation_extraction"):
         raise ConfigError([f"explain: for single-label text classification and relation runs with a torch model "
@@ -173,6 +177,10 @@ def to_html(explanations: list[dict[str, Any]], title: str = "attributions") -> 
         if "entities" in e:
             flat += [{"method": "integrated_gradients", "explained": f"{x['type']}: {x['text']}", "label": x["type"],
                       "probability": float("nan"), "words": x["words"]} for x in e["entities"]]
+        elif "context_words" in e:  # QA: the question's words, then the context's
+            flat.append({"method": "integrated_gradients", "explained": f"answer: {e['answer'] or '(none)'}",
+                         "label": "", "probability": float("nan"),
+                         "words": [*e["question_words"], {"word": "|", "attribution": 0.0}, *e["context_words"]]})
         else:
             flat.append(e)
     rows = []
@@ -287,4 +295,61 @@ def explain_entities(predictor: Any, texts: list[Any], *, steps: int = 50, inter
                                      "words": [{"word": w, "attribution": float(a)} for w, a in zip(words, per_word)],
                                      "logit_difference": float(diff[j]), "delta": float(delta[j]), "steps": steps})
         out.append(item)
+    return out
+
+
+def explain_answers(predictor: Any, items: list[Any], *, pairs: list[str] | None = None, steps: int = 50,
+                    internal_batch_size: int = 16) -> list[dict[str, Any]]:
+    """Extractive QA: per {question, context}, the predicted answer and the attribution of every question and
+    context word to its score (start logit at its first piece + end logit at its last), by integrated
+    gradients against the all-[PAD] baseline. Inputs longer than one window are refused."""
+    from captum.attr import LayerIntegratedGradients
+
+    from transferkit.errors import ConfigError
+
+    task, model, tok = predictor.task, predictor.model, predictor.tokenizer
+    model.eval()
+    ex = task.examples_for_prediction(list(items), pairs)
+    enc = task.encode(tok, ex)
+    preds = predictor.predict(list(items), pairs)
+    keep = torch.tensor(sorted(set(tok.all_special_ids) - {tok.pad_token_id, tok.unk_token_id}))
+    special = set(tok.all_special_tokens) - {tok.unk_token}
+    out = []
+    for i, p in enumerate(preds):
+        feats = [f for f in enc.features if f["example"] == i]
+        if len(feats) != 1:
+            raise ConfigError([f"explain: input {i + 1} is longer than one window of model.max_length pieces; "
+                               "explain a shorter context"])
+        f = feats[0]
+        item: dict[str, Any] = {"answer": p["answer"], "start": p["start"], "end": p["end"]}
+        if p["start"] is None:  # no answer: nothing to attribute
+            out.append({**item, "question_words": [], "context_words": []})
+            continue
+        s_pos, e_pos = task._positions([{"answer_start": p["start"], "text": p["answer"]}], f["offsets"])
+        ids = torch.tensor([f["input_ids"]], device=predictor.device)
+        extra = {"attention_mask": torch.ones_like(ids)}
+        if "token_type_ids" in f:
+            extra["token_type_ids"] = torch.tensor([f["token_type_ids"]], device=predictor.device)
+        names = sorted(extra)
+
+        def forward(input_ids: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+            logits = task.forward(model, {"input_ids": input_ids, **dict(zip(names, others))}).float()
+            return logits[:, s_pos, 0] + logits[:, e_pos, 1]
+
+        others = tuple(extra[k] for k in names)
+        baseline = torch.where(torch.isin(ids, keep.to(ids.device)), ids, torch.full_like(ids, tok.pad_token_id or 0))
+        lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
+        attr, delta = lig.attribute(ids, baselines=baseline, additional_forward_args=others, n_steps=steps,
+                                    internal_batch_size=internal_batch_size, return_convergence_delta=True)
+        with torch.no_grad():
+            diff = forward(ids, *others) - forward(baseline, *others)
+        values = attr.sum(dim=-1)[0].detach().cpu().numpy()
+        tokens = tok.convert_ids_to_tokens(f["input_ids"])
+        in_context = np.array([o is not None for o in f["offsets"]])
+        first_sep = next((j for j, t in enumerate(tokens) if t == tok.sep_token), len(tokens))
+        question = np.arange(len(tokens)) < first_sep
+        out.append({**item, "question_words": words_of([t for t, q in zip(tokens, question) if q],
+                                                       values[question], special),
+                    "context_words": words_of([t for t, c in zip(tokens, in_context) if c], values[in_context], special),
+                    "logit_difference": float(diff[0]), "delta": float(delta[0]), "steps": steps})
     return out

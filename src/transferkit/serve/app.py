@@ -50,7 +50,8 @@ class PredictRequest(BaseModel):
 
 
 class ExplainRequest(BaseModel):
-    inputs: list[str] = Field(..., min_length=1, description="Texts whose predictions are explained.")
+    inputs: list[Union[str, dict[str, Any]]] = Field(..., min_length=1, description="Texts whose predictions are "
+                                                     "explained ({question, context} records for QA).")
     method: str = Field("ig", description="ig (integrated gradients) or rollout (attention rollout).")
     target: str | None = Field(None, description="The label to explain (default: the predicted one).")
     steps: int = Field(32, ge=2, le=256, description="Integration points of integrated gradients.")
@@ -237,11 +238,12 @@ def create_app(settings: ServeSettings, loaded: models.Loaded | None = None, key
             metrics.rejected.labels(reason="too_many_inputs").inc()
             raise HTTPException(413, f"{len(req.inputs)} inputs to explain in one request; the limit is "
                                      f"{MAX_EXPLAIN_INPUTS}: split the request")
-        for i, text in enumerate(req.inputs):
-            if len(text) > settings.max_chars:
+        for i, item in enumerate(req.inputs):
+            longest = max((len(t) for t in _strings(item)), default=0)
+            if longest > settings.max_chars:
                 metrics.rejected.labels(reason="too_long").inc()
-                raise HTTPException(413, f"inputs[{i}] has {len(text)} characters; the limit is {settings.max_chars}")
-            if not text.strip():
+                raise HTTPException(413, f"inputs[{i}] has {longest} characters; the limit is {settings.max_chars}")
+            if isinstance(item, str) and not item.strip():
                 raise HTTPException(422, f"inputs[{i}] is empty: nothing to explain")
         method = {"ig": "integrated_gradients", "rollout": "attention_rollout"}.get(req.method, req.method)
         if explaining.locked():  # one at a time: each holds the model thread for many forward and backward passes
