@@ -30,12 +30,13 @@ def test_integrated_gradients_add_up_to_the_logit_difference(trained):
 
     pred = Predictor.load(trained)
     texts = ["a great and wonderful film", "the plot was awful and terrible", "delightful cast"]
-    out = explain(pred, texts, steps=64)
+    out = explain(pred, texts, steps=256)
     for e, text in zip(out, texts):
         total = sum(w["attribution"] for w in e["words"])
         assert abs(e["logit_difference"]) > 1e-3
+        # Captum's delta is exactly the completeness gap; with enough integration points it is small
+        assert total == pytest.approx(e["logit_difference"] + e["delta"], abs=1e-4)
         assert total == pytest.approx(e["logit_difference"], abs=0.02 * abs(e["logit_difference"]) + 1e-3)
-        assert abs(e["delta"]) < 0.02 * abs(e["logit_difference"]) + 1e-3
         assert [w["word"] for w in e["words"]] == text.split()  # whole words, no [CLS] / [SEP]
     probs = pred.predict_scores(texts)
     assert [e["label"] for e in out] == [pred.task.labels[int(i)] for i in probs.argmax(1)]
@@ -174,7 +175,7 @@ def test_ner_entities_are_explained_one_by_one_and_completely(tiny_model, tmp_pa
                       train={"optimizer": {"lr": 5e-3}, "epochs": 6, "batch_size": 16, "seed": 7})
     run(load_config(raw=raw), progress=False)
     pred = Predictor.load(tmp_path / "ner")
-    out = explain(pred, ["Maria joined Acme today", "today"], steps=32)
+    out = explain(pred, ["Maria joined Acme today", "today"], steps=128)
     assert out[0]["words"] == ["Maria", "joined", "Acme", "today"]
     found = {(e["type"], e["text"]) for e in out[0]["entities"]}
     assert found == {(e["type"], e["text"]) for e in pred.predict(["Maria joined Acme today"])[0]["entities"]}
@@ -182,6 +183,7 @@ def test_ner_entities_are_explained_one_by_one_and_completely(tiny_model, tmp_pa
     for e in out[0]["entities"]:
         assert [w["word"] for w in e["words"]] == out[0]["words"]
         total = sum(w["attribution"] for w in e["words"])
+        assert total == pytest.approx(e["logit_difference"] + e["delta"], abs=1e-4)
         assert total == pytest.approx(e["logit_difference"], abs=0.03 * abs(e["logit_difference"]) + 1e-3)
     assert "<b>" in to_html(out) and to_html(out).count("<p>") == len(out[0]["entities"]) + len(out[1]["entities"])
     with pytest.raises(ConfigError, match="per entity by integrated gradients"):
@@ -202,13 +204,14 @@ def test_qa_answers_are_explained_over_question_and_context(tiny_model, tmp_path
     run(load_config(raw=raw), progress=False)
     pred = Predictor.load(tmp_path / "qa")
     item = {"question": "Who founded Acme?", "context": "Maria founded Acme in the spring."}
-    (e,) = explain(pred, [item], steps=32)
+    (e,) = explain(pred, [item], steps=128)
     assert e["answer"] == pred.predict([item])[0]["answer"] and e["start"] is not None
     # words (pieces merged; "?" and "." are [UNK] to the tiny vocabulary), question and context apart
     assert [w["word"] for w in e["question_words"]][:3] == ["who", "founded", "acme"]
     assert len(e["question_words"]) == 4 and len(e["context_words"]) == 7
     assert [w["word"] for w in e["context_words"]][:6] == ["maria", "founded", "acme", "in", "the", "spring"]
     total = sum(w["attribution"] for w in e["question_words"] + e["context_words"])
+    assert total == pytest.approx(e["logit_difference"] + e["delta"], abs=1e-4)
     assert total == pytest.approx(e["logit_difference"], abs=0.03 * abs(e["logit_difference"]) + 1e-3)
     assert "answer: " in to_html([e])
     with pytest.raises(ConfigError, match="per answer by integrated gradients"):

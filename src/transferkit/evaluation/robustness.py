@@ -132,11 +132,23 @@ def number(text: str, rng: random.Random) -> str | None:
     return re.sub(r"\d+", swap, text)
 
 
+_LATIN = re.compile(r"[A-Za-z_0-9]")
+
+
+def same_script(word: str, candidates: list[str]) -> list[str]:
+    """Candidates written like the word: for a Chinese word, no Latin letters, digits or underscores (the
+    synonym table holds some transliterated junk such as 'CAPO_maging_值得')."""
+    if _LATIN.search(word):
+        return candidates
+    return [c for c in candidates if not _LATIN.search(c)]
+
+
 def _synonyms_for(text: str) -> Callable[[str], list[str]] | None:
     from transferkit.methods import synonyms as syn
 
     if _lang(text) == "zh":
-        return syn.chinese()
+        table = syn.chinese()
+        return lambda w: same_script(w, table(w))
     return None if syn.missing_wordnet() else syn.wordnet()
 
 
@@ -319,7 +331,7 @@ def attack(score: Callable[[list[str]], np.ndarray], texts: list[str], gold: np.
             w = current[j]
             if w.lower() in _STOP or not any(c.isalpha() for c in w):
                 continue
-            subs = [s for s in candidates(w) if " " not in s and s.lower() != w.lower()][:max_candidates]
+            subs = same_script(w, [s for s in candidates(w) if " " not in s and s.lower() != w.lower()])[:max_candidates]
             if not subs:
                 continue
             trials = [joiner.join(current[:j] + [s] + current[j + 1:]) for s in subs]
