@@ -148,7 +148,8 @@ def test_a_model_trained_on_a_planted_name_bias_shows_the_gap(tiny_model, tmp_pa
 
 
 def test_chinese_substitutes_keep_the_script():
-    assert rb.same_script("值得", ["CAPO_maging_值得", "值", "划算", "Noby"]) == ["值", "划算"]
+    assert rb.same_script("值得", ["CAPO_maging_值得", "值", "划算", "Noby", "世界自然基金会"]) == ["值", "划算"]
+    assert rb.same_script("不", ["否", "世界自然基金会"]) == []  # a negation is never swapped
     assert rb.same_script("film", ["movie", "电影"]) == ["movie", "电影"]
     a = rb.attack(lambda ts: np.array([[0.1, 0.9] if "好" in t else [0.9, 0.1] for t in ts]), ["很好"],
                   np.array([1]), candidates=lambda w: ["Junk_好", "差"], max_fraction=1.0)

@@ -135,12 +135,18 @@ def number(text: str, rng: random.Random) -> str | None:
 _LATIN = re.compile(r"[A-Za-z_0-9]")
 
 
+_ZH_STOP = set("不没无非别未很太最更也都就还又的地得了着过是在有和与或但")
+
+
 def same_script(word: str, candidates: list[str]) -> list[str]:
-    """Candidates written like the word: for a Chinese word, no Latin letters, digits or underscores (the
-    synonym table holds some transliterated junk such as 'CAPO_maging_值得')."""
+    """Candidates written like the word: for a Chinese word, no Latin letters, digits or underscores and at
+    most one character longer or shorter (the synonym table holds junk such as 'CAPO_maging_值得' and
+    abbreviation collisions such as 不 -> 世界自然基金会); Chinese negations and function words get none."""
     if _LATIN.search(word):
         return candidates
-    return [c for c in candidates if not _LATIN.search(c)]
+    if word in _ZH_STOP:
+        return []
+    return [c for c in candidates if not _LATIN.search(c) and abs(len(c) - len(word)) <= 1]
 
 
 def _synonyms_for(text: str) -> Callable[[str], list[str]] | None:
