@@ -30,6 +30,13 @@ SMALL = ["data.train_limit=500", "train.batch_size=16", "train.epochs=10", "earl
          "train.optimizer.lr=3e-5"]  # the rt500 study's recipe and chosen learning rate (docs/methods.md)
 
 
+def cpu() -> str:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from methods_table import cpu_name
+
+    return cpu_name()
+
+
 def _suffix(labels: int | None) -> str:
     return f"_{labels}" if labels else ""
 
@@ -67,7 +74,7 @@ def summarize(args: argparse.Namespace) -> None:
     text = "\n".join([f"# Plain vs adversarial training under attack ({args.labels or 'all'} labels)", "",
                       "`python bench/trust_attack.py run" + (f" --labels {args.labels}" if args.labels else "") +
                       "`: the main job's recipe three ways, `transferkit evaluate --suite robustness` on each (500 "
-                      "test texts, seed 0, WordNet candidates, 200 attacked).", "",
+                      f"test texts, seed 0, WordNet candidates, 200 attacked), on {cpu()}.", "",
                       "| training | test accuracy | typo flip rate | synonym flip rate | attack success | queries "
                       "| accuracy under attack |", "|---|---|---|---|---|---|---|", *rows, ""])
     out = RESULTS / f"trust_attack{_suffix(args.labels)}.md"
