@@ -226,6 +226,14 @@ def _argmax(p: np.ndarray) -> np.ndarray:
     return np.asarray(p).argmax(1)
 
 
+def _perturbed_scores(texts: list[str], fn: Callable[[str, random.Random], str | None], seed: int, key: str,
+                      score: Callable[[list[str]], np.ndarray]) -> tuple[list[tuple[int, str]], np.ndarray, np.ndarray]:
+    """The (index, perturbed text) pairs of one perturbation, their indices and their scores."""
+    pairs = perturb(texts, fn, seed, key)
+    idx = np.array([i for i, _ in pairs], dtype=int)
+    return pairs, idx, (score([p for _, p in pairs]) if pairs else np.zeros((0, 0)))
+
+
 def checklist(score: Callable[[list[str]], np.ndarray], texts: list[str], gold: np.ndarray, labels: list[str], *,
               seed: int = 0, tolerance: float = 0.1, examples: int = 3,
               decide: Callable[[np.ndarray], np.ndarray] = _argmax) -> dict[str, Any]:
@@ -235,12 +243,10 @@ def checklist(score: Callable[[list[str]], np.ndarray], texts: list[str], gold: 
     pred = decide(base)
     inv: dict[str, Any] = {}
     for key, fn in INVARIANCE.items():
-        pairs = perturb(texts, fn, seed, key)
+        pairs, idx, after = _perturbed_scores(texts, fn, seed, key, score)
         if not pairs:
             inv[key] = {"n": 0}
             continue
-        idx = np.array([i for i, _ in pairs])
-        after = score([p for _, p in pairs])
         new = decide(after)
         flips = new != pred[idx]
         inv[key] = {"n": len(pairs), "accuracy_before": float((pred[idx] == gold[idx]).mean()),
@@ -258,12 +264,10 @@ def checklist(score: Callable[[list[str]], np.ndarray], texts: list[str], gold: 
     p_i, n_i = sl
     dirs: dict[str, Any] = {}
     for key, fn in DIRECTIONAL.items():
-        pairs = perturb(texts, fn, seed, key)
+        pairs, idx, after = _perturbed_scores(texts, fn, seed, key, score)
         if not pairs:
             dirs[key] = {"n": 0}
             continue
-        idx = np.array([i for i, _ in pairs])
-        after = score([p for _, p in pairs])
         if key == "negative_phrase":
             change = after[:, p_i] - base[idx, p_i]
             bad, expect = change > tolerance, f"P({labels[p_i]}) does not rise"
