@@ -756,7 +756,7 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("new")
 def keys_new(
     name: str = typer.Option("client", help="Name shown in the service's logs."),
-    scope: list[str] = typer.Option(["predict"], "--scope", help="predict and/or admin (repeat the option)."),
+    scope: list[str] = typer.Option(["predict"], "--scope", help="predict, admin and/or ingest (repeat the option)."),
 ) -> None:
     """Make an API key: prints the key (give it to the client) and the keys-file entry that holds only its hash."""
     from transferkit.serve.auth import SCOPES, digest, new_key
@@ -768,6 +768,74 @@ def keys_new(
     typer.echo(f"key: {key}")
     typer.echo("keys-file entry:")
     typer.echo(f"  - name: {name}\n    sha256: {digest(key)}\n    scopes: [{', '.join(scope)}]")
+
+
+monitor_app = typer.Typer(no_args_is_help=True, help="Monitor a stream of texts: classify, store, alert, dashboard.")
+app.add_typer(monitor_app, name="monitor")
+
+
+def _monitor(config: Path, overrides: Optional[list[str]], fresh: bool) -> Any:
+    from transferkit.apps.monitor import Monitor, MonitorConfig
+    from transferkit.config import load_config
+
+    cfg = load_config(config, overrides or [], schema=MonitorConfig)
+    if fresh and cfg.database is None and (cfg.folder / "monitor.db").exists():
+        for name in ("monitor.db", "monitor.db-wal", "monitor.db-shm", cfg.alerts.log or ""):
+            p = cfg.folder / name
+            if name and p.is_file():
+                p.unlink()
+    return Monitor(cfg)
+
+
+@monitor_app.command("replay")
+def monitor_replay(
+    config: Path = typer.Argument(..., help="Monitor config (YAML), e.g. configs/monitor_guardian.yaml."),
+    source: str = typer.Argument(..., help="A .csv / .jsonl / .txt file (.gz / .bz2 too), or guardian_headlines."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    fresh: bool = typer.Option(False, "--fresh", help="Start from an empty database (the monitor folder's SQLite "
+                               "file and alert log are deleted first)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Replay texts through the monitor in time order; print the alerts; write report.md and monitor.png."""
+    _setup_logging(quiet)
+    with _user_errors():
+        from transferkit.apps.monitor.report import replay
+
+        monitor = _monitor(config, overrides, fresh)
+        try:
+            r = replay(monitor, source, progress=not quiet)
+            alerts = monitor.store.alerts(limit=10_000)
+        finally:
+            monitor.close()
+    table = Table(title=f"alerts ({len(alerts)})")
+    for col in ("window", "rule", "label", "message"):
+        table.add_column(col, overflow="fold")
+    for a in sorted(alerts, key=lambda a: a["window_start"]):
+        table.add_row(a["window_start"][:10], a["rule"], a["label"] or "", escape(a["message"]))
+    out.print(table)
+    rate = f" ({r['texts_per_s']} texts/s)" if r["texts_per_s"] else ""
+    out.print(f"{r['stored']} texts stored, {r['duplicates']} already there, in {r['seconds']} s{rate}; report: "
+              f"{escape(str(monitor.cfg.folder / 'report.md'))}", soft_wrap=True, highlight=False)
+
+
+@monitor_app.command("serve")
+def monitor_serve(
+    config: Path = typer.Argument(..., help="Monitor config (YAML)."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    host: Optional[str] = typer.Option(None, help="Address (default: web.host of the config)."),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port (default: web.port of the config)."),
+) -> None:
+    """The live monitor: dashboard at /, POST /v1/ingest, the watched folder (ingest.watch)."""
+    _setup_logging(quiet=False)
+    logging.getLogger("transferkit.monitor").setLevel(logging.INFO)
+    with _user_errors():
+        from transferkit.apps.monitor.web import serve as run_server
+
+        monitor = _monitor(config, overrides, fresh=False)
+        try:
+            run_server(monitor, host or monitor.cfg.web.host, port or monitor.cfg.web.port)
+        finally:
+            monitor.close()
 
 
 @config_app.command("validate")

@@ -5,7 +5,8 @@ Keys file (YAML or JSON):
     keys:
       - name: web-frontend          # shown in logs instead of the key
         key: "tk_live_..."          # or  sha256: "<hex digest of the key>"  (then the file holds no secret)
-        scopes: [predict]           # predict: /v1/predict and /v1/model; admin: also /v1/admin/*
+        scopes: [predict]           # predict: /v1/predict and /v1/model; admin: also /v1/admin/*;
+                                    # ingest: POST /v1/ingest of `transferkit monitor serve`
 
 The environment variable TRANSFERKIT_API_KEYS adds keys as `name:scope+scope:key` entries separated by
 commas, e.g. `ci:predict:abc123,ops:predict+admin:def456`.
@@ -23,7 +24,7 @@ from typing import Any
 
 from transferkit.errors import ConfigError
 
-SCOPES = ("predict", "admin")
+SCOPES = ("predict", "admin", "ingest")
 ENV = "TRANSFERKIT_API_KEYS"
 
 
