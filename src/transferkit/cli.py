@@ -840,10 +840,17 @@ def monitor_serve(
 
 @config_app.command("validate")
 def config_validate(config: Path, overrides: Optional[list[str]] = OVERRIDES) -> None:
-    """Check a config (finetune, or pretrain when it has a corpus section); list every problem."""
-    from transferkit.config import PretrainConfig, load_any_config
+    """Check a config (finetune; pretrain when it has a corpus section; monitor when it has models); list every
+    problem."""
+    from transferkit.config import PretrainConfig, load_any_config, load_config, read_yaml
 
     with _user_errors():
+        if "models" in read_yaml(config) and "model" not in read_yaml(config):
+            from transferkit.apps.monitor import MonitorConfig
+
+            load_config(config, overrides or [], schema=MonitorConfig)
+            out.print(f"[green]ok[/]: {config} is a valid monitor config")
+            return
         cfg = load_any_config(config, overrides or [])
         from transferkit.errors import ConfigError
         from transferkit.preflight import problems

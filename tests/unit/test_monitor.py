@@ -282,3 +282,21 @@ def test_a_database_of_another_window_is_refused(tmp_path):
     m.close()
     with pytest.raises(ConfigError, match="filled with 604800 s windows, not 86400 s"):
         monitor(config(tmp_path, window="1d"))
+
+
+def test_a_partial_first_window_is_neither_judged_nor_a_baseline(tmp_path):
+    """A feed that starts on a Thursday: its first week holds 4 days of texts, which must not make the first full
+    week look like a volume spike (it would: 20 texts vs 8 is 2.5x)."""
+    m = monitor(config(tmp_path, rules=[{"name": "volume", "kind": "volume_spike", "factor": 1.5,
+                                         "baseline_windows": 2, "min_baseline": 1, "min_count": 5}]))
+    thursday = D0 + timedelta(days=3)
+    partial = [NewText(uid=f"p{i}", ts=thursday + timedelta(hours=10 * i), text=f"shares rise {i}", source="t")
+               for i in range(8)]
+    assert m.ingest(partial + stream(4, 20, start=D0 + timedelta(weeks=1))).alerts == []
+    m.advance(None, final=True)
+    assert m.store.alerts() == []
+    eng = create_engine(m.cfg.database_url())
+    with eng.connect() as c:
+        judged = [str(x)[:10] for x in c.execute(text("select start from windows order by start")).scalars()]
+    assert judged == ["2020-01-13", "2020-01-20", "2020-01-27"]  # not the partial week of 2020-01-06
+    m.close()

@@ -223,8 +223,13 @@ class Monitor:
             first = self.store.first_window()
             if first is None or horizon is None:
                 return []
+            # the feed began inside its first window (a Thursday of a weekly window): that window is partial,
+            # so it is neither judged nor part of any baseline
+            first_ts = self.store.first_time()
+            if first_ts is not None and first_ts > first:
+                first = first + self.span
             last_judged = self.store.last_judged()
-            start = first if last_judged is None else last_judged + self.span
+            start = first if last_judged is None else max(first, last_judged + self.span)
             fired: list[dict[str, Any]] = []
             if final:
                 last = self.store.last_window()

@@ -212,6 +212,10 @@ class Store:
         with self.session() as s:
             return s.scalar(select(func.max(TextRow.window_start)))
 
+    def first_time(self) -> datetime | None:
+        with self.session() as s:
+            return s.scalar(select(func.min(TextRow.ts)))
+
     def watermark(self) -> datetime | None:
         with self.session() as s:
             return s.scalar(select(func.max(TextRow.ts)))
