@@ -838,6 +838,103 @@ def monitor_serve(
             monitor.close()
 
 
+bot_app = typer.Typer(no_args_is_help=True, help="A customer-service bot: intents, FAQ retrieval, hand-off, chat page.")
+app.add_typer(bot_app, name="bot")
+
+
+def _bot_config(config: Path, overrides: Optional[list[str]]) -> Any:
+    from transferkit.apps.bot import BotConfig
+    from transferkit.config import load_config
+
+    return load_config(config, overrides or [], schema=BotConfig)
+
+
+@bot_app.command("build")
+def bot_build(
+    config: Path = typer.Argument(..., help="Bot config (YAML), e.g. configs/bot_en.yaml."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    retrain: bool = typer.Option(False, "--retrain", help="Train the intent classifier again (replaces its run)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the result."),
+) -> None:
+    """Train the intent classifier if its run folder has no model yet, and build the FAQ index in the bot's folder."""
+    _setup_logging(quiet)
+    with _user_errors():
+        from transferkit.apps.bot.evaluate import build
+
+        r = build(_bot_config(config, overrides), progress=not quiet, retrain=retrain)
+    out.print(f"FAQ index: {r['entries']} questions ({r['answers']} answers), {r['kind']} search; intent classifier "
+              f"{'trained' if r['intents_trained'] else 'reused'}; {r['seconds']} s; folder: {escape(r['folder'])}",
+              soft_wrap=True, highlight=False)
+
+
+@bot_app.command("evaluate")
+def bot_evaluate(
+    config: Path = typer.Argument(..., help="Bot config (YAML)."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the result."),
+) -> None:
+    """Intent accuracy, recall@1/@5, MRR, hand-off rate on the held-out paraphrases, vs TF-IDF; chooses the
+    hand-off threshold on their validation half; writes metrics.json, report.md and threshold.json."""
+    _setup_logging(quiet)
+    with _user_errors():
+        from transferkit.apps.bot.evaluate import evaluate as run_eval
+        from transferkit.apps.bot.evaluate import report
+
+        cfg = _bot_config(config, overrides)
+        m = run_eval(cfg)
+    out.print(report(m), soft_wrap=True, highlight=False, markup=False)
+    out.print(f"written: {escape(str(cfg.folder / 'metrics.json'))}, report.md, threshold.json", highlight=False)
+
+
+@bot_app.command("serve")
+def bot_serve(
+    config: Path = typer.Argument(..., help="Bot config (YAML)."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    host: Optional[str] = typer.Option(None, help="Address (default: web.host of the config)."),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port (default: web.port of the config)."),
+) -> None:
+    """The chat page at / and POST /v1/chat."""
+    _setup_logging(quiet=False)
+    logging.getLogger("transferkit.bot").setLevel(logging.INFO)
+    with _user_errors():
+        from transferkit.apps.bot.bot import Bot
+        from transferkit.apps.bot.web import serve as run_server
+
+        cfg = _bot_config(config, overrides)
+        bot = Bot.load(cfg)
+        try:
+            run_server(bot, host or cfg.web.host, port or cfg.web.port)
+        finally:
+            bot.close()
+
+
+@bot_app.command("chat")
+def bot_chat(
+    config: Path = typer.Argument(..., help="Bot config (YAML)."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    session: str = typer.Option("terminal", help="Session id (turns are logged under it)."),
+) -> None:
+    """Chat in the terminal (one message per line; an empty line or Ctrl-D ends)."""
+    _setup_logging(quiet=True)
+    with _user_errors():
+        from transferkit.apps.bot.bot import Bot
+
+        bot = Bot.load(_bot_config(config, overrides))
+        try:
+            while True:
+                try:
+                    line = input("you> ").strip()
+                except EOFError:
+                    break
+                if not line:
+                    break
+                r = bot.reply(session, line)
+                tag = "hand-off" if r["handed_off"] else f"{r['intent']}, {r['score']}"
+                out.print(f"bot> {escape(r['reply'])}  [dim]({escape(tag)})[/]", highlight=False)
+        finally:
+            bot.close()
+
+
 @config_app.command("validate")
 def config_validate(config: Path, overrides: Optional[list[str]] = OVERRIDES) -> None:
     """Check a config (finetune; pretrain when it has a corpus section; monitor when it has models); list every

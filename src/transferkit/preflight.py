@@ -14,7 +14,7 @@ from transferkit.errors import TransferkitError
 #: built-in datasets of every task (data.builtin and the tasks' own readers); a unit test keeps it complete
 BUILTIN_NAMES = ("rotten_tomatoes", "bbc_news", "chinese_reviews", "peoples_daily_ner", "bbc_relations", "bbc_qa",
                  "bbc_headlines", "tatoeba_en_zh", "tatoeba_zh_en", "chatterbot_en", "chatterbot_zh",
-                 "guardian_headlines")
+                 "guardian_headlines", "chatterbot_intents_en", "chatterbot_intents_zh")
 
 
 def _data_problems(ref: str | None, key: str) -> list[str]:

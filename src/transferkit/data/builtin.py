@@ -122,6 +122,39 @@ def chatterbot_conversations(language: str) -> list[list[str]]:
     return out
 
 
+def chatterbot_faq(language: str) -> list[tuple[str, str, str]]:
+    """(intent, question, answer) of chatterbot-corpus 1.3.3 in one language ('english', 'chinese'): every user
+    turn of a conversation (turns 0, 2, 4...) with the bot's next turn; the intent is the category file's name
+    (greetings, ai, tech_support...). In file order; questions of one character (stray YAML lines) are left out."""
+    import yaml
+
+    root = package_dir("chatterbot_corpus", "chatterbot-corpus==1.3.3") / "data" / language
+    out = []
+    for f in sorted(root.glob("*.yml")):
+        data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        for conv in data.get("conversations", []):
+            turns = [str(t).strip() for t in conv if t is not None and str(t).strip()]
+            for i in range(0, len(turns) - 1, 2):
+                if len(turns[i]) > 1:
+                    out.append((f.stem, turns[i], turns[i + 1]))
+    return out
+
+
+def _chatterbot_intents(language: str) -> Dataset:
+    """The questions of chatterbot-corpus labelled with their category (the customer-service bot's intents);
+    repeated questions are de-duplicated by the split step."""
+    rows = chatterbot_faq(language)
+    return Dataset.from_dict({"text": [q for _, q, _ in rows], "label": [c for c, _, _ in rows]})
+
+
+def chatterbot_intents_en() -> Dataset:
+    return _chatterbot_intents("english")
+
+
+def chatterbot_intents_zh() -> Dataset:
+    return _chatterbot_intents("chinese")
+
+
 def dialogue_part(turns: list[str], seed: int = 42) -> str:
     """The default split of a conversation (80/10/10 by a hash of its turns): every reply of one conversation
     lands in the same part, and the Chinese pretraining corpus takes the training part only."""
@@ -144,6 +177,8 @@ BUILTIN: dict[str, Callable[[], Dataset]] = {
     "bbc_news": bbc_news,
     "chinese_reviews": chinese_reviews,
     "guardian_headlines": guardian_headlines,
+    "chatterbot_intents_en": chatterbot_intents_en,
+    "chatterbot_intents_zh": chatterbot_intents_zh,
 }
 
 
