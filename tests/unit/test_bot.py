@@ -147,7 +147,7 @@ def test_below_the_threshold_the_bot_hands_off_and_records_it(tmp_path):
     r = bot.reply("s1", "please reset my password")
     assert not r["handed_off"] and r["reply"] == ANSWERS[0] and r["score"] == pytest.approx(3 / np.sqrt(24), abs=1e-4)
     r = bot.reply("s1", "blorp fizzle wug")  # short, so also read with the previous turn: that reading only
-    # re-matches the previous question (score 0.61 > 0.5), which does not count: hand-off
+    # re-matches the previous question (0.61 > 0.5), which does not count: hand-off
     assert r["handed_off"] and r["reply"] == bot.cfg.handoff_text() and r["score"] < 0.5
     rows = store.turns(session="s1")
     assert [x["handed_off"] for x in rows] == [False, True]

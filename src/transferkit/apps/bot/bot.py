@@ -2,13 +2,15 @@
 
 1. Readings of the message: the message itself and, when it is short (a possible follow-up: at most
    `context.followup_max_words` words; for Chinese, twice as many characters) and the session has an earlier
-   user message, that message and this one together ("tell me about the java course" + "how much is it").
+   turn, that turn's reading and this message together ("tell me about the java course" + "how much is it"; a
+   turn resolved with context passes its combined reading on, up to its last 3 messages).
 2. Each reading is embedded and searched in the FAQ index (`index.candidates` x 4 nearest questions, then
    re-scored); the intent classifier gives P(intent | reading).
 3. Score of a candidate = (1 - w) * cosine + w * P(candidate's intent), w = `answer.intent_weight`. The reading
-   whose best candidate scores highest wins, except that the combined reading is dropped when its best match is
-   the question the previous turn matched (the follow-up added nothing: "blorp" after a question would otherwise
-   repeat that question's answer instead of handing off).
+   whose best candidate scores highest wins, except that the combined reading does not count when its best match
+   is the question the previous turn matched: a follow-up asks something new ("how much is it" after "the java
+   course"); otherwise "blorp" after a question would score like that question and repeat its answer instead of
+   handing off.
 4. Best score below the threshold: the reply is the hand-off message, and the turn is recorded as handed off.
    Otherwise the reply is the matched question's first answer.
 Every turn goes to the database (store.py)."""
@@ -102,7 +104,8 @@ class Bot:
         self.cfg, self.index, self.embedder, self.intents, self.store = cfg, index, embedder, intents, store
         self.threshold = threshold
         self.entry_intent = intent_of_entries(index.entries, intents.labels if intents else [])
-        self.history: dict[str, deque[tuple[str, str]]] = {}  # session -> (message, matched question)
+        # session -> (the messages of each turn's reading, the question it matched)
+        self.history: dict[str, deque[tuple[tuple[str, ...], str]]] = {}
         self.lock = threading.Lock()
 
     @classmethod
@@ -128,7 +131,7 @@ class Bot:
         out = [message]
         if prior and self.is_followup(message):
             sep = "" if self.cfg.language == "zh" else " "
-            out.append(prior[-1][0] + sep + message)
+            out.append(sep.join(prior[-1][0] + (message,)))
         return out
 
     def rank(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -159,7 +162,7 @@ class Bot:
             handed_off = score < self.threshold
             text = self.cfg.handoff_text() if handed_off else entry.answers[0]
             h = self.history.setdefault(session, deque(maxlen=self.cfg.context.turns_kept))
-            h.append((message, entry.question))
+            h.append(((h[-1][0] + (message,))[-3:] if best > 0 and h else (message,), entry.question))
             out = {"reply": text, "intent": intent, "intent_score": _r(intent_score), "score": _r(score),
                    "handed_off": handed_off, "threshold": _r(self.threshold), "used_context": best > 0,
                    "matched_question": entry.question,
