@@ -975,6 +975,15 @@ def config_explain(config: Path, overrides: Optional[list[str]] = OVERRIDES) -> 
     out.print(table)
 
 
+def _add_apps() -> None:
+    from transferkit.apps.recommend.cli import recommend_app
+
+    app.add_typer(recommend_app, name="recommend")
+
+
+_add_apps()
+
+
 def main() -> None:
     app()
 
