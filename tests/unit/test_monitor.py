@@ -12,6 +12,8 @@ import threading
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import os
+
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -60,6 +62,25 @@ def config(tmp_path, **kw) -> MonitorConfig:
 
 def monitor(cfg) -> Monitor:
     return Monitor(cfg, {"sentiment": sentiment(), "topic": topic()})
+
+
+PG = os.environ.get("TRANSFERKIT_TEST_POSTGRES")  # .ci/run starts PostgreSQL and sets it
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request):
+    """None (SQLite in the monitor's folder) or an empty PostgreSQL database: the same tests on both."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if not PG:
+        pytest.skip("no PostgreSQL: set TRANSFERKIT_TEST_POSTGRES to a SQLAlchemy URL (.ci/run starts one)")
+    from transferkit.apps.monitor.store import Base
+
+    eng = create_engine(PG)
+    Base.metadata.drop_all(eng)
+    eng.dispose()
+    yield PG
 
 
 def stream(weeks, per_week, negative_every=5, start=D0, tag="") -> list[NewText]:
@@ -133,8 +154,8 @@ def test_rules_are_checked_against_the_models(tmp_path):
 
 # ---------------------------------------------------------------- engine and database
 
-def test_ingest_stores_texts_predictions_and_windows(tmp_path):
-    cfg = config(tmp_path)
+def test_ingest_stores_texts_predictions_and_windows(tmp_path, database):
+    cfg = config(tmp_path, database=database)
     m = monitor(cfg)
     items = stream(3, 20)
     res = m.ingest(items)
@@ -156,14 +177,20 @@ def test_ingest_stores_texts_predictions_and_windows(tmp_path):
     m.close()
 
 
-def test_steady_stream_fires_nothing_and_a_burst_fires_exactly_one_alert(tmp_path):
-    m = monitor(config(tmp_path))
+def test_steady_stream_fires_nothing_and_a_burst_fires_exactly_one_alert(tmp_path, database):
+    m = monitor(config(tmp_path, database=database))
     assert m.ingest(stream(8, 20)).alerts == []
     m.advance(None, final=True)
     assert m.store.alerts() == []
     m.close()
+    if database:  # the same database again: start from empty
+        from transferkit.apps.monitor.store import Base
 
-    m = monitor(config(tmp_path, name="b"))
+        eng = create_engine(database)
+        Base.metadata.drop_all(eng)
+        eng.dispose()
+
+    m = monitor(config(tmp_path, name="b", database=database))
     feed = stream(8, 20) + burst(5, 12)  # week 5: 4 + 12 negatives out of 32 = 50% vs 20% baseline
     feed.sort(key=lambda t: t.ts)
     fired = m.ingest(feed).alerts + m.advance(m.store.watermark(), final=True)
@@ -177,8 +204,8 @@ def test_steady_stream_fires_nothing_and_a_burst_fires_exactly_one_alert(tmp_pat
     m.close()
 
 
-def test_a_condition_that_holds_is_one_alert_also_after_a_restart(tmp_path):
-    cfg = config(tmp_path)
+def test_a_condition_that_holds_is_one_alert_also_after_a_restart(tmp_path, database):
+    cfg = config(tmp_path, database=database)
     m = monitor(cfg)
     feed = sorted(stream(8, 20) + burst(4, 12), key=lambda t: t.ts)
     first = [t for t in feed if t.ts < D0 + timedelta(weeks=5, hours=12)]
