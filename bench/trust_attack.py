@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> None:
 
 
 def summarize(args: argparse.Namespace) -> None:
-    rows = []
+    """Rows of the variants trained here, merged into bench/results/trust_attack[_N].jsonl (rows measured in
+    earlier sessions are kept, with the machine they were measured on), then the table."""
+    store = RESULTS / f"trust_attack{_suffix(args.labels)}.jsonl"
+    rows = {r["training"]: r for r in map(json.loads, store.read_text().splitlines())} if store.is_file() else {}
     for name in VARIANTS:
         folder = WORK / f"{name}{_suffix(args.labels)}"
         if not (folder / "trust" / "trust.json").is_file():
@@ -68,15 +71,24 @@ def summarize(args: argparse.Namespace) -> None:
         r = json.loads((folder / "trust" / "trust.json").read_text())["robustness"]
         inv = r["invariance"]
         a = r.get("attack", {})
-        rows.append(f"| {name} | {m['test']['accuracy']:.4f} | {inv['typo']['flip_rate']:.4f} | "
-                    f"{inv['synonym']['flip_rate']:.4f} | {a.get('success_rate', float('nan')):.4f} | "
-                    f"{a.get('queries_mean', float('nan')):.1f} | {a.get('accuracy_under_attack', float('nan')):.4f} |")
+        rows[name] = {"training": name, "test_accuracy": m["test"]["accuracy"], "typo_flip": inv["typo"]["flip_rate"],
+                      "synonym_flip": inv["synonym"]["flip_rate"], "attack_success": a.get("success_rate"),
+                      "queries": a.get("queries_mean"), "accuracy_under_attack": a.get("accuracy_under_attack"),
+                      "machine": cpu()}
+    store.write_text("".join(json.dumps(rows[k]) + "\n" for k in VARIANTS if k in rows), encoding="utf-8")
+
+    def f(v: float | None, d: int = 4) -> str:
+        return "n/a" if v is None else f"{v:.{d}f}"
+
+    lines = [f"| {r['training']} | {f(r['test_accuracy'])} | {f(r['typo_flip'])} | {f(r['synonym_flip'])} | "
+             f"{f(r['attack_success'])} | {f(r['queries'], 1)} | {f(r['accuracy_under_attack'])} | {r['machine']} |"
+             for k in VARIANTS if k in rows for r in [rows[k]]]
     text = "\n".join([f"# Plain vs adversarial training under attack ({args.labels or 'all'} labels)", "",
                       "`python bench/trust_attack.py run" + (f" --labels {args.labels}" if args.labels else "") +
-                      "`: the main job's recipe three ways, `transferkit evaluate --suite robustness` on each (500 "
-                      f"test texts, seed 0, WordNet candidates, 200 attacked), on {cpu()}.", "",
+                      "` then `summarize`: the main job's recipe three ways, `transferkit evaluate --suite robustness` "
+                      "on each (500 test texts, seed 0, WordNet candidates, 200 attacked).", "",
                       "| training | test accuracy | typo flip rate | synonym flip rate | attack success | queries "
-                      "| accuracy under attack |", "|---|---|---|---|---|---|---|", *rows, ""])
+                      "| accuracy under attack | machine |", "|---|---|---|---|---|---|---|---|", *lines, ""])
     out = RESULTS / f"trust_attack{_suffix(args.labels)}.md"
     out.write_text(text, encoding="utf-8")
     print(text)
