@@ -985,6 +985,9 @@ _add_apps()
 
 
 def main() -> None:
+    from transferkit.allocator import reexec_with_jemalloc
+
+    reexec_with_jemalloc(sys.argv)  # returns only when jemalloc is not to be (or already is) used
     app()
 
 

@@ -193,7 +193,7 @@ def build_sections(summary: dict[str, Any]) -> list[tuple[str, list[list[str]] |
                   ["stopped early", str(t["stopped_early"])], ["best validation step", str(t["best_step"])],
                   ["training time (s)", f"{t['seconds']:.1f}"], ["samples/s", f"{t['samples_per_s']:.1f}"],
                   ["real (non-pad) tokens/s", f"{t['tokens_per_s']:.0f}"],
-                  ["peak RSS (MB)", f"{t['peak_rss_mb']:.0f}"]]
+                  ["peak RSS (MB)", f"{t['peak_rss_mb']:.0f}" + (f" ({t['allocator']})" if t.get("allocator") else "")]]
     sections.append(("Training", _table(["", ""], train_rows), None))
     if summary.get("explanations"):
         e = summary["explanations"]

@@ -21,6 +21,8 @@ from transferkit.recipes import rundir
 from transferkit.recipes.rundir import RunFolder, fingerprint
 from transferkit.tasks import build_task
 
+from transferkit.allocator import current as allocator  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 
@@ -201,7 +203,7 @@ def _train_and_ship(cfg: RunConfig, task: Any, model: Any, tokenizer: Any, ref: 
                   "seconds": result.train_seconds,
                   "samples_per_s": result.examples_seen / max(result.train_seconds, 1e-9),
                   "tokens_per_s": result.tokens_seen / max(result.train_seconds, 1e-9),
-                  "peak_rss_mb": peak_rss_mb(), "processes": acc.num_processes, "trainable_params": trainable, "total_params": total,
+                  "peak_rss_mb": peak_rss_mb(), "allocator": allocator(), "processes": acc.num_processes, "trainable_params": trainable, "total_params": total,
                   "trainable_fraction": trainable / max(total, 1)},
     }
     if cfg.output.replay_sample:  # for a later `transferkit update`: the training examples, not augmented copies

@@ -16,6 +16,8 @@ from transferkit.config import PretrainConfig
 from transferkit.errors import ConfigError, TransferkitError
 from transferkit.modeling import load as mload
 
+from transferkit.allocator import current as allocator  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 
@@ -225,7 +227,7 @@ def _train_and_ship(cfg: PretrainConfig, task: Any, model: Any, tokenizer: Any, 
         "train": {"steps": result.steps, "epochs": result.epochs_completed, "seconds": result.train_seconds,
                   "tokens_per_s": result.tokens_seen / max(result.train_seconds, 1e-9),
                   "sequences_per_s": result.examples_seen / max(result.train_seconds, 1e-9),
-                  "padding_fraction": pad, "peak_rss_mb": peak_rss_mb(), "processes": acc.num_processes},
+                  "padding_fraction": pad, "peak_rss_mb": peak_rss_mb(), "allocator": allocator(), "processes": acc.num_processes},
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2, ensure_ascii=False))
     write_pretrain_report(run_dir, summary, result.history)
