@@ -937,16 +937,18 @@ def bot_chat(
 
 @config_app.command("validate")
 def config_validate(config: Path, overrides: Optional[list[str]] = OVERRIDES) -> None:
-    """Check a config (finetune; pretrain when it has a corpus section; monitor when it has models); list every
-    problem."""
+    """Check a config (finetune; pretrain when it has a corpus section; a monitor, bot or recommend config by its
+    sections); list every problem."""
     from transferkit.config import PretrainConfig, load_any_config, load_config, read_yaml
 
     with _user_errors():
-        if "models" in read_yaml(config) and "model" not in read_yaml(config):
-            from transferkit.apps.monitor import MonitorConfig
+        from transferkit.apps import config_schema
 
-            load_config(config, overrides or [], schema=MonitorConfig)
-            out.print(f"[green]ok[/]: {config} is a valid monitor config")
+        app_schema = config_schema(read_yaml(config))
+        if app_schema is not None:
+            kind, schema = app_schema
+            load_config(config, overrides or [], schema=schema)
+            out.print(f"[green]ok[/]: {config} is a valid {kind} config")
             return
         cfg = load_any_config(config, overrides or [])
         from transferkit.errors import ConfigError

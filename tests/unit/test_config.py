@@ -76,8 +76,14 @@ def test_explain_lists_every_leaf_with_description():
 @pytest.mark.parametrize("path", sorted(__import__("pathlib").Path(__file__).parents[2].glob("configs/*.yaml")),
                          ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
-    from transferkit.config import load_any_config
+    from transferkit.apps import config_schema
+    from transferkit.config import load_any_config, load_config, read_yaml
 
+    app = config_schema(read_yaml(path))
+    if app is not None:  # an application's config (monitor, bot, recommend)
+        cfg = load_config(path, schema=app[1])
+        assert cfg.name and cfg.folder.name == cfg.name
+        return
     cfg = load_any_config(path)
     assert cfg.name and cfg.run_dir.name == cfg.name
 

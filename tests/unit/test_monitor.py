@@ -327,3 +327,18 @@ def test_a_partial_first_window_is_neither_judged_nor_a_baseline(tmp_path):
         judged = [str(x)[:10] for x in c.execute(text("select start from windows order by start")).scalars()]
     assert judged == ["2020-01-13", "2020-01-20", "2020-01-27"]  # not the partial week of 2020-01-06
     m.close()
+
+
+def test_config_validate_knows_the_applications_configs():
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app as cli
+
+    root = Path(__file__).parents[2] / "configs"
+    for name, kind in (("monitor_guardian.yaml", "monitor"), ("bot_en.yaml", "bot"), ("recommend.yaml", "recommend")):
+        r = CliRunner().invoke(cli, ["config", "validate", str(root / name)])
+        assert r.exit_code == 0 and f"is a valid {kind} config" in r.output, r.output
+    r = CliRunner().invoke(cli, ["config", "validate", str(root / "monitor_guardian.yaml"), "window=3x"])
+    assert r.exit_code == 2 and "window: '3x' is not a time span" in r.output
