@@ -35,8 +35,9 @@ def current() -> str:
     return "glibc" if sys.platform.startswith("linux") else "system"
 
 
-def reexec_with_jemalloc(argv: list[str]) -> None:
-    """Replace this process by the same command with jemalloc preloaded, when that applies (see above)."""
+def reexec_with_jemalloc(orig_argv: list[str]) -> None:
+    """Replace this process by the same interpreter command line (`sys.orig_argv`: the console script, `-m
+    transferkit.cli`, or a script that wraps `main()`) with jemalloc preloaded, when that applies (see above)."""
     if os.environ.get(ENV, "jemalloc") != "jemalloc" or not sys.platform.startswith("linux"):
         return
     preload = os.environ.get("LD_PRELOAD", "")
@@ -47,6 +48,6 @@ def reexec_with_jemalloc(argv: list[str]) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "transferkit.cli", *argv[1:]], env)
+        os.execve(sys.executable, [sys.executable, *orig_argv[1:]], env)
     except OSError:
         return  # could not re-execute: go on with the system allocator

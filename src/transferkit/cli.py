@@ -989,7 +989,7 @@ _add_apps()
 def main() -> None:
     from transferkit.allocator import reexec_with_jemalloc
 
-    reexec_with_jemalloc(sys.argv)  # returns only when jemalloc is not to be (or already is) used
+    reexec_with_jemalloc(sys.orig_argv)  # returns only when jemalloc is not to be (or already is) used
     app()
 
 

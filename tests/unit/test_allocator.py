@@ -16,10 +16,11 @@ def test_reexec_preloads_jemalloc_once(monkeypatch):
     monkeypatch.setattr(allocator.os, "execve", lambda exe, argv, env: calls.append((exe, argv, env)))
     monkeypatch.setenv("LD_PRELOAD", "/lib/other.so")
     monkeypatch.delenv(allocator.ENV, raising=False)
-    allocator.reexec_with_jemalloc(["/venv/bin/transferkit", "finetune", "a.yaml", "train.epochs=1"])
+    # the interpreter's own command line: a script that wraps main() (tests/integration/launch.py) runs again
+    allocator.reexec_with_jemalloc(["python3", "tests/launch.py", "finetune", "a.yaml", "train.epochs=1"])
     assert len(calls) == 1
     exe, argv, env = calls[0]
-    assert exe == sys.executable and argv == [sys.executable, "-m", "transferkit.cli", "finetune", "a.yaml",
+    assert exe == sys.executable and argv == [sys.executable, "tests/launch.py", "finetune", "a.yaml",
                                               "train.epochs=1"]
     assert env["LD_PRELOAD"] == "/lib/libjemalloc.so.2 /lib/other.so"
     calls.clear()
@@ -36,10 +37,13 @@ def test_reexec_preloads_jemalloc_once(monkeypatch):
 
 @pytest.mark.skipif(allocator.jemalloc_library() is None, reason="libjemalloc2 not installed")
 def test_the_command_runs_on_jemalloc():
-    code = ("import sys; from transferkit import allocator; sys.argv = ['transferkit', '--help'];"
-            "allocator.reexec_with_jemalloc(sys.argv)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "finetune" in out.stdout  # the re-executed CLI printed its help
+    out = subprocess.run([sys.executable, "-m", "transferkit.cli", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "finetune" in out.stdout
+    code = "from transferkit.allocator import current; from transferkit.cli import main; print(current()); main()"
+    out = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120)
+    # main() re-executed the same command line with jemalloc: the second run printed 'jemalloc'
+    assert out.returncode == 0 and out.stdout.splitlines()[:2] == ["glibc", "jemalloc"], out.stdout[:300]
     probe = subprocess.run([sys.executable, "-c", "from transferkit.allocator import current; print(current())"],
                            capture_output=True, text=True, env={"LD_PRELOAD": allocator.jemalloc_library() or ""})
     assert probe.stdout.strip() == "jemalloc"
