@@ -3,7 +3,8 @@
 A user's history text and an item's text are each encoded by the same pretrained encoder (shared weights: a
 Siamese pair of towers), mean-pooled and L2-normalised; a batch of (user, item read next) pairs is trained with
 in-batch negatives (InfoNCE: every other item of the batch is a negative of a user), the loss of dense retrieval
-(Karpukhin et al. 2020). The task object below is all the loop needs to know; validation reports the loss (early
+(Karpukhin et al. 2020). A user has several next reads, so a batch may hold several pairs of one user: the other
+items of the same user are positives too, and are left out of each other's negatives (masked), not pushed away. The task object below is all the loop needs to know; validation reports the loss (early
 stopping watches it) and the mean cosine of the true pairs.
 """
 
@@ -41,14 +42,20 @@ class TwoTowerTask:
         self.temperature = temperature
 
     def encode_pairs(self, tokenizer: Any, users: list[str], items: list[str], user_max: int, item_max: int) -> Encoded:
+        """One feature per pair; pairs with the same user text share a group (each other's positives)."""
         q = tokenizer(users, truncation=True, max_length=user_max)["input_ids"]
         d = tokenizer(items, truncation=True, max_length=item_max)["input_ids"]
-        return Encoded([{"q": a, "d": b} for a, b in zip(q, d)], [len(a) + len(b) for a, b in zip(q, d)])
+        groups: dict[str, int] = {}
+        g = [groups.setdefault(u, len(groups)) for u in users]
+        return Encoded([{"q": a, "d": b, "g": k} for a, b, k in zip(q, d, g)],
+                       [len(a) + len(b) for a, b in zip(q, d)])
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         q, qm = _pad([f["q"] for f in features], self.pad)
         d, dm = _pad([f["d"] for f in features], self.pad)
-        return {"q_ids": q, "q_mask": qm, "d_ids": d, "d_mask": dm, "labels": torch.arange(len(features))}
+        groups = torch.tensor([f.get("g", i) for i, f in enumerate(features)])
+        return {"q_ids": q, "q_mask": qm, "d_ids": d, "d_mask": dm, "groups": groups,
+                "labels": torch.arange(len(features))}
 
     @staticmethod
     def embed(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -61,7 +68,13 @@ class TwoTowerTask:
 
     def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
         q, d = outputs
-        return F.cross_entropy(q @ d.T / self.temperature, torch.arange(len(q), device=q.device))
+        logits = q @ d.T / self.temperature
+        groups = batch.get("groups")
+        if groups is not None:  # another item of the same user is not a negative
+            same = groups[:, None] == groups[None, :]
+            same.fill_diagonal_(False)
+            logits = logits.masked_fill(same, float("-inf"))
+        return F.cross_entropy(logits, torch.arange(len(q), device=q.device))
 
     def scores(self, outputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         q, d = outputs
