@@ -46,8 +46,12 @@ def test_simulated_users_and_candidates():
     share = np.mean([np.mean([items[i].topic == "abc"[m] for i in u.history + u.future]) for u, m in zip(users, main)])
     assert share > 0.75
     cand, rel = D.candidates(users[0], len(items), 20, seed=1)
-    assert cand[:4] == list(users[0].future) and rel == [1] * 4 + [0] * 20
-    assert not set(cand[4:]) & set(users[0].history + users[0].future) and len(set(cand)) == 24
+    pos = [c for c, r in zip(cand, rel) if r]
+    neg = [c for c, r in zip(cand, rel) if not r]
+    assert sorted(pos) == sorted(users[0].future) and len(neg) == 20
+    assert rel != sorted(rel, reverse=True)  # shuffled: the next reads are not simply first
+    assert not set(neg) & set(users[0].history + users[0].future) and len(set(cand)) == 24
+    assert (cand, rel) == D.candidates(users[0], len(items), 20, seed=1)  # seeded
     assert D.user_text(items, users[0]).split(" | ")[0] == items[users[0].history[-1]].headline  # latest first
     folds = D.folds(23, 5, seed=0)
     assert sorted(np.concatenate(folds).tolist()) == list(range(23)) and {len(f) for f in folds} == {4, 5}

@@ -103,7 +103,8 @@ def user_text(items: list[Article], user: User) -> str:
 
 
 def candidates(user: User, n_items: int, negatives: int, seed: int) -> tuple[list[int], list[int]]:
-    """(candidate items, relevance 0/1) to rank for `user`: the future reads and `negatives` unread articles."""
+    """(candidate items, relevance 0/1) to rank for `user`: the future reads and `negatives` unread articles, in a
+    seeded random order."""
     rng = np.random.default_rng([seed, user.id])
     read = set(user.history) | set(user.future)
     neg: list[int] = []
@@ -112,4 +113,6 @@ def candidates(user: User, n_items: int, negatives: int, seed: int) -> tuple[lis
         if i not in read and i not in neg:
             neg.append(i)
     items = list(user.future) + neg
-    return items, [1] * len(user.future) + [0] * len(neg)
+    order = rng.permutation(len(items))  # shuffled: a ranking that ties (the oracle's) gains nothing from the order
+    rel = [1] * len(user.future) + [0] * len(neg)
+    return [items[i] for i in order], [rel[i] for i in order]
