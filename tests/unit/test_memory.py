@@ -1,79 +1,44 @@
-"""Peak memory of a training run on a fixed tiny task (issue 19): a regression guard measured in this process.
+"""Peak memory of a training run on a fixed tiny task (issue 19): a regression guard that is not a timing.
 
-The kernel's peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs, a warm-up run loads every code
-path first (imports and caches are not what is measured), then a second identical run's peak growth over the
-RSS it started from must stay under the limit. Growth, not absolute RSS: what other tests left in the process
-does not count.
+A fresh process (tests/unit/memory_probe.py) does a warm-up run, resets the kernel's peak-RSS counter (VmHWM,
+through /proc/self/clear_refs), then a second run on 20x the rows and 3x the epochs; the peak's growth over the
+RSS it started from must stay under the limit. Growth, not absolute RSS, and a fresh process: memory other
+tests freed would hide growth.
 """
 
 from __future__ import annotations
 
-import gc
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from transferkit.config import load_config
-from transferkit.recipes import finetune
-
-from conftest import make_rows, tiny_config, write_csv
-
-#: measured on AMD EPYC (glibc malloc, inside pytest): 5.4 and 6.0 MB; the limit leaves room for noise, not for
-#: a leak (the second test shows one of 0.25 MB per step crossing it)
+PROBE = Path(__file__).with_name("memory_probe.py")
+#: measured on AMD EPYC (glibc malloc): 5.4 to 7.1 MB (a 0.25 MB-per-step leak: 54 MB); room for noise, not a leak
 LIMIT_MB = 20.0
-
-
-def _status(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024
-    raise KeyError(key)
-
-
-def _growth(tiny_model, tmp_path) -> float:
-    small = write_csv(tmp_path / "small.csv", make_rows(60, seed=3))
-    data = write_csv(tmp_path / "d.csv", make_rows(1200, seed=3))
-
-    def run(name: str, rows, epochs: int) -> None:
-        cfg = tiny_config(tiny_model, rows, tmp_path, name=name, train={"epochs": epochs, "seed": 7, "batch_size": 16},
-                          compare={"linear_probe": True})
-        finetune.run(load_config(raw=cfg), progress=False)
-
-    run("warmup", small, 1)  # every code path once, on 60 rows: imports, caches, the report's fonts
-    gc.collect()
-    before = _status("VmRSS:")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # VmHWM := current RSS
-    assert _status("VmHWM:") <= before + 1
-    run("measured", data, 3)  # 20x the rows, 3x the epochs: what grows with the data or the steps shows
-    return _status("VmHWM:") - before
-
-
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/clear_refs is Linux's")
+
+
+def _probe(tiny_model: Path, work: Path, *flags: str) -> dict:
+    env = {**os.environ, "TRANSFERKIT_MALLOC": "system"}
+    out = subprocess.run([sys.executable, str(PROBE), str(tiny_model), str(work), *flags], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @LINUX
 def test_peak_rss_growth_of_a_tiny_training_run(tiny_model, tmp_path):
-    growth = _growth(tiny_model, tmp_path)
-    assert growth < LIMIT_MB, f"peak RSS grew {growth:.1f} MB during a tiny run (limit {LIMIT_MB} MB)"
+    r = _probe(tiny_model, tmp_path)
+    assert r["growth_mb"] < LIMIT_MB, f"peak RSS grew {r['growth_mb']:.1f} MB during a tiny run (limit {LIMIT_MB})"
 
 
 @LINUX
-def test_the_guard_sees_a_leak(tiny_model, tmp_path, monkeypatch):
-    """The same measurement with 0.25 MB kept at every training step (what keeping each batch's activations
+def test_the_guard_sees_a_leak(tiny_model, tmp_path):
+    """The same measurement with 0.25 MB kept at every loss computation (what keeping each batch's activations
     would do on a real model) crosses the limit."""
-    import torch
-
-    from transferkit.tasks.classification import ClassificationTask
-
-    kept: list[torch.Tensor] = []
-    loss = ClassificationTask.loss
-
-    def leaky(self, outputs, batch):
-        kept.append(torch.ones(64 * 1024))
-        return loss(self, outputs, batch)
-
-    monkeypatch.setattr(ClassificationTask, "loss", leaky)
-    growth = _growth(tiny_model, tmp_path)
-    assert growth > LIMIT_MB, f"a leak of {len(kept)} x 0.25 MB went unseen: growth {growth:.1f} MB"
+    r = _probe(tiny_model, tmp_path, "--leak")
+    assert r["leaked"] > 150 and r["growth_mb"] > LIMIT_MB, r
