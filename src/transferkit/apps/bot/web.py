@@ -18,12 +18,11 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel
 
 from transferkit.apps.bot.bot import Bot
+from transferkit.apps.web import add_page_and_login, key_dependency
 from transferkit.errors import TransferkitError
 from transferkit.serve.auth import KeyStore
 
@@ -34,10 +33,6 @@ COOKIE = "transferkit_bot_key"
 class ChatRequest(BaseModel):
     session: str
     message: str
-
-
-class LoginRequest(BaseModel):
-    key: str
 
 
 def create_bot_app(bot: Bot, keys: KeyStore | None = None) -> FastAPI:
@@ -59,36 +54,8 @@ def create_bot_app(bot: Bot, keys: KeyStore | None = None) -> FastAPI:
     app = FastAPI(title="transferkit bot", lifespan=lifespan)
     app.state.bot = bot
 
-    def chatter(request: Request) -> None:
-        if not web.auth:
-            return
-        auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-        key = key or request.cookies.get(COOKIE)
-        p = keys.check(key)
-        if p is None:
-            raise HTTPException(401, "missing or unknown API key: send `Authorization: Bearer <key>` or "
-                                     "`X-API-Key: <key>`", headers={"WWW-Authenticate": "Bearer"})
-        if not ({"predict", "admin"} & p.scopes):
-            raise HTTPException(403, f"the key '{p.name}' has none of the scopes predict, admin")
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
-                    for e in exc.errors()]
-        return JSONResponse({"detail": "; ".join(problems), "errors": problems}, status_code=422)
-
-    @app.get("/", response_class=HTMLResponse)
-    async def chat_page():
-        return HTMLResponse(page)
-
-    @app.post("/api/login")
-    async def login(req: LoginRequest):
-        if web.auth and keys.check(req.key) is None:
-            raise HTTPException(401, "unknown API key")
-        r = JSONResponse({"ok": True})
-        r.set_cookie(COOKIE, req.key, httponly=True, samesite="strict")
-        return r
+    chatter = key_dependency(keys, web.auth, COOKIE, ("predict", "admin"))
+    add_page_and_login(app, page, keys, web.auth, COOKIE)
 
     @app.post("/v1/chat")
     async def chat(req: ChatRequest, _: Any = Depends(chatter)):

@@ -22,13 +22,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from transferkit.apps.monitor import ingest as I
 from transferkit.apps.monitor.engine import Monitor
+from transferkit.apps.web import add_page_and_login, key_dependency
 from transferkit.errors import DataError, TransferkitError
 from transferkit.serve.auth import KeyStore
 
@@ -39,10 +38,6 @@ COOKIE = "transferkit_monitor_key"
 class IngestRequest(BaseModel):
     texts: list[Union[str, dict[str, Any]]] = Field(..., min_length=1, description="Texts, or records with the "
                                                     "text, time and id columns of the monitor's ingest section.")
-
-
-class LoginRequest(BaseModel):
-    key: str
 
 
 class Watcher:
@@ -127,42 +122,9 @@ def create_monitor_app(monitor: Monitor, keys: KeyStore | None = None, watch: bo
     app = FastAPI(title="transferkit monitor", lifespan=lifespan)
     app.state.monitor, app.state.watcher = monitor, watcher
 
-    def who(request: Request, scopes: tuple[str, ...]) -> None:
-        if not web.auth:
-            return
-        auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-        key = key or request.cookies.get(COOKIE)
-        p = keys.check(key)
-        if p is None:
-            raise HTTPException(401, "missing or unknown API key: send `Authorization: Bearer <key>` or "
-                                     "`X-API-Key: <key>`", headers={"WWW-Authenticate": "Bearer"})
-        if scopes and not (set(scopes) & p.scopes):
-            raise HTTPException(403, f"the key '{p.name}' has none of the scopes {', '.join(scopes)}")
-
-    def reader(request: Request) -> None:
-        who(request, ())
-
-    def writer(request: Request) -> None:
-        who(request, ("ingest", "admin"))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
-                    for e in exc.errors()]
-        return JSONResponse({"detail": "; ".join(problems), "errors": problems}, status_code=422)
-
-    @app.get("/", response_class=HTMLResponse)
-    async def dashboard():
-        return HTMLResponse(page)
-
-    @app.post("/api/login")
-    async def login(req: LoginRequest):
-        if web.auth and keys.check(req.key) is None:
-            raise HTTPException(401, "unknown API key")
-        r = JSONResponse({"ok": True})
-        r.set_cookie(COOKIE, req.key, httponly=True, samesite="strict")
-        return r
+    reader = key_dependency(keys, web.auth, COOKIE)
+    writer = key_dependency(keys, web.auth, COOKIE, ("ingest", "admin"))
+    add_page_and_login(app, page, keys, web.auth, COOKIE)
 
     @app.get("/api/summary")
     async def summary(_: Any = Depends(reader)):
